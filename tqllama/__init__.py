@@ -1,0 +1,3 @@
+"""tqllama: TurboQuant KV-cache types for a pinned llama.cpp."""
+
+__version__ = "0.1.0"

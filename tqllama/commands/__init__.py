@@ -1,0 +1,1 @@
+"""Thin click commands; the logic they call lives in plain modules beside this package."""
