@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tqllama.errors import TqError
+
 
 @dataclass(frozen=True)
 class CacheType:
@@ -67,8 +69,6 @@ TURBO_TYPES: tuple[str, ...] = tuple(n for n, t in CACHE_TYPES.items() if t.turb
 
 def cache_type(name: str) -> CacheType:
     """The cache type called `name`; TqError listing the known names otherwise."""
-    from tqllama.errors import TqError
-
     try:
         return CACHE_TYPES[name]
     except KeyError:
