@@ -1,0 +1,133 @@
+"""Fast checks of the sweep's plain parts: pairs, presets, config files, cache sizes, ETA."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from tqllama.bench import base_logits
+from tqllama.bench.plot import pareto_front
+from tqllama.bench.presets import PRESETS, CachePair, preset
+from tqllama.bench.progress import Progress
+from tqllama.bench.sweep import load_config, pairs_from, parse_depths
+from tqllama.errors import TqError
+from tqllama.types import CACHE_TYPES, TURBO2, TURBO3, TURBO4, cache_type
+
+
+def test_cache_pair_parse_and_label():
+    assert CachePair.parse(" q8_0/turbo3 ") == CachePair("q8_0", "turbo3")
+    assert CachePair("turbo4", "turbo2").label == "turbo4/turbo2"
+    for bad in ("q8_0", "q8_0/", "/q4_0", "a/b/c"):
+        with pytest.raises(TqError, match="K/V"):
+            CachePair.parse(bad)
+
+
+def test_presets_use_known_types_and_hold_their_pairs():
+    for pairs in PRESETS.values():
+        assert len(set(pairs)) == len(pairs)
+        for p in pairs:
+            assert p.k in CACHE_TYPES and p.v in CACHE_TYPES
+    labels = [p.label for p in preset("default")]
+    assert labels == ["f16/f16", "q8_0/q8_0", "q4_0/q4_0", "turbo4/turbo4", "turbo3/turbo3",
+                      "turbo2/turbo2", "q8_0/turbo3", "turbo4/turbo3"]
+    full = set(preset("full"))
+    assert set(preset("default")) <= full and set(preset("asymmetric")) <= full
+    assert CachePair("iq4_nl", "iq4_nl") in full
+    with pytest.raises(TqError, match="default"):
+        preset("nope")
+
+
+def test_pairs_from_defaults_and_merges():
+    assert pairs_from(None, []) == preset("default")
+    mixed = pairs_from("default", ["q8_0/q8_0", "q5_0/q5_0"])
+    assert mixed[-1] == CachePair("q5_0", "q5_0") and len(mixed) == len(preset("default")) + 1
+
+
+def test_types_table():
+    assert (TURBO2, TURBO3, TURBO4) == (43, 44, 45)
+    assert cache_type("turbo3").bits_per_value == 3.25
+    assert cache_type("q8_0").ggml_id == 8 and cache_type("iq4_nl").ggml_id == 20
+    assert cache_type("turbo2").compression_vs_f16 == pytest.approx(16 / 2.25)
+    with pytest.raises(TqError, match="turbo4"):
+        cache_type("turbo5")
+
+
+def test_depths():
+    assert parse_depths("0, 4096,16384") == (0, 4096, 16384)
+    assert parse_depths([0, 1024]) == (0, 1024)
+    for bad in ("0,x", "-1"):
+        with pytest.raises(TqError, match="--depths"):
+            parse_depths(bad)
+
+
+def test_config_file(tmp_path: Path):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text('preset = "default"\ncaches = ["q5_0/q5_0"]\ndepths = [0, 1024]\n'
+                   'chunks = 16\nbin-dir = "/opt/llama/bin"\nout = "res"\n')
+    got = load_config(cfg)
+    assert got["chunks"] == 16 and got["depths"] == (0, 1024)
+    assert got["bin_dir"] == Path("/opt/llama/bin") and got["out"] == Path("res")
+    assert got["pairs"][-1] == CachePair("q5_0", "q5_0")
+    cfg.write_text("chunkz = 3\n")
+    with pytest.raises(TqError, match="chunkz"):
+        load_config(cfg)
+    cfg.write_text("chunks = \n")
+    with pytest.raises(TqError, match="TOML"):
+        load_config(cfg)
+
+
+def test_base_logits_size_formula():
+    # perplexity.cpp: 20-byte header, the tokens, then per chunk (ctx/2 - 1) rows of
+    # 2*ceil(vocab/2)+4 uint16 values. 128 ctx, 4 chunks, SmolLM2's 49152-token vocabulary:
+    assert base_logits.expected_bytes(4, 128, 49152) == 20 + 4 * 128 * 4 + 4 * 63 * 49156 * 2
+
+
+def test_eviction_keeps_the_newest_under_the_limit(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TQLLAMA_CACHE", str(tmp_path))
+    monkeypatch.setenv("TQLLAMA_KLD_CACHE_GB", str(3.5 * 1024 / 2**30))  # 3.5 KiB
+    root = base_logits.cache_root()
+    root.mkdir(parents=True)
+    files = []
+    for i in range(4):
+        path = base_logits.path_for(f"{i}" * 24)
+        path.write_bytes(b"x" * 1024)
+        os.utime(path, (1000 + i, 1000 + i))
+        files.append(path)
+    base_logits.touch(files[0])  # used just now: the most recent
+    removed = base_logits.evict(keep=files[1])
+    assert removed == [files[2]]
+    assert [p.exists() for p in files] == [True, True, False, True]
+    assert base_logits.clean() == (3, 3 * 1024)
+    assert not any(p.exists() for p in files)
+
+
+def test_disk_check_refuses_what_cannot_fit(tmp_path: Path):
+    with pytest.raises(TqError, match="--chunks"):
+        base_logits.check_disk(tmp_path / "x.kld", 1 << 60)
+    base_logits.check_disk(tmp_path / "x.kld", 1024)
+
+
+def test_progress_eta_from_finished_runs_of_the_same_group():
+    out = io.StringIO()
+    progress = Progress(out, live=False)
+    progress.start(["perplexity", "perplexity", "bench@0", "bench@0"], skipped=2)
+    assert progress.eta() == "?"
+    progress.begin("kld a")
+    progress.end("perplexity", "kld a", 30.0, "PPL 1")
+    assert progress.eta() == "1:30"  # one perplexity at 30 s, two bench runs guessed at 30 s
+    progress.begin("kld b")
+    progress.end("perplexity", "kld b", 50.0, "PPL 2")
+    progress.begin("bench a")
+    progress.end("bench@0", "bench a", 5.0, "fast")
+    assert progress.eta() == "0:05"
+    text = out.getvalue()
+    assert "2 of 6 runs already stored" in text and "[5/6] bench a" in text
+
+
+def test_pareto_front():
+    points = [(2.25, 0.3), (3.25, 0.08), (4.25, 0.02), (4.5, 0.045), (4.5, 0.04), (8.5, 0.004)]
+    assert pareto_front(points) == [(2.25, 0.3), (3.25, 0.08), (4.25, 0.02), (8.5, 0.004)]

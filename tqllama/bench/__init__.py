@@ -1,0 +1,1 @@
+"""Benchmarks: run llama-perplexity and llama-bench over cache types, store, tabulate, plot."""

@@ -1,0 +1,82 @@
+"""Progress of a sweep on stderr: one line per finished run and an ETA.
+
+Runs of the same group (perplexity; speed at one depth) take about as long as each
+other, so the ETA is the mean duration of the finished runs of each group times what is
+left of it. On a terminal a status line also shows the run in flight.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+
+def _clock(seconds: float) -> str:
+    hours, rest = divmod(round(seconds), 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class Progress:
+    def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.todo: list[str] = []
+        self.durations: dict[str, list[float]] = {}
+        self.total = 0
+        self.index = 0
+        self.label = ""
+
+    def _print(self, line: str) -> None:
+        if self.live:
+            line = "\r\033[K" + line
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def note(self, message: str) -> None:
+        self._print(message)
+
+    def start(self, groups: list[str], skipped: int) -> None:
+        """`groups` of the runs to do, in order; `skipped` runs were already stored."""
+        self.todo = list(groups)
+        self.total = len(groups) + skipped
+        self.index = skipped
+        if skipped:
+            self._print(f"{skipped} of {self.total} runs already stored: skipping them")
+
+    def _estimate(self, group: str) -> float | None:
+        known = self.durations.get(group)
+        if known:
+            return sum(known) / len(known)
+        every = [d for ds in self.durations.values() for d in ds]
+        return sum(every) / len(every) if every else None
+
+    def eta(self, elapsed: float = 0.0) -> str:
+        estimates = [self._estimate(g) for g in self.todo]
+        if not self.todo:
+            return "0:00"
+        if any(e is None for e in estimates):
+            return "?"
+        left = sum(e for e in estimates if e is not None) - min(elapsed, estimates[0] or 0.0)
+        return _clock(max(left, 0.0))
+
+    def begin(self, label: str) -> None:
+        self.index += 1
+        self.label = label
+        if not self.live:
+            self._print(f"[{self.index}/{self.total}] {label} ...")
+
+    def tick(self, elapsed: float) -> None:
+        if self.live:
+            self.stream.write(f"\r\033[K[{self.index}/{self.total}] {self.label}  "
+                              f"{_clock(elapsed)}  ETA {self.eta(elapsed)}")
+            self.stream.flush()
+
+    def end(self, group: str, label: str, seconds: float, summary: str) -> None:
+        self.durations.setdefault(group, []).append(seconds)
+        self.todo.pop(0)
+        self._print(f"[{self.index}/{self.total}] {label}  {_clock(seconds)}  {summary}  "
+                    f"(ETA {self.eta()})")
+
+    def failed(self, label: str, message: str) -> None:
+        self.todo.pop(0)
+        self._print(f"[{self.index}/{self.total}] {label}  FAILED: {message}")

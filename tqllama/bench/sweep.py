@@ -1,0 +1,391 @@
+"""A sweep: the f16 base once, then llama-perplexity (KLD) and llama-bench for every K/V pair.
+
+Every finished run goes into the Store at once; a rerun skips the runs whose key (what
+determines the result: binaries, model, text, settings) is already there, so Ctrl-C and
+crashes lose only the run in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tqllama import assets
+from tqllama.bench import base_logits
+from tqllama.bench.logtext import ParseError
+from tqllama.bench.parse_bench import parse_bench
+from tqllama.bench.parse_perplexity import PerplexityResult, parse_perplexity
+from tqllama.bench.presets import CachePair, preset
+from tqllama.bench.progress import Progress
+from tqllama.bench.runner import diagnose, run_logged
+from tqllama.bench.store import FileRef, RunRecord, Store
+from tqllama.errors import TqError
+from tqllama.source import sha256_file
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+PERPLEXITY = "llama-perplexity"
+BENCH = "llama-bench"
+BACKENDS = ("cpu", "cuda", "metal")
+DEFAULT_OUT = Path("tqllama-results")
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """Everything a sweep needs; the CLI and `--config` TOML files fill it."""
+
+    pairs: tuple[CachePair, ...] = ()
+    model: str | None = None
+    text: str | None = None
+    ctx: int = 512
+    chunks: int = 64
+    depths: tuple[int, ...] = (0, 4096, 16384)
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    backend: str = "cpu"
+    out: Path = DEFAULT_OUT
+    n_prompt: int = 512
+    n_gen: int = 64
+    reps: int = 2
+    bin_dir: Path | None = None
+    force: bool = False
+    keep_going: bool = False
+
+
+def _int_list(value: Any, what: str) -> tuple[int, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        out = tuple(int(str(x).strip()) for x in items if str(x).strip())
+    except (TypeError, ValueError):
+        raise TqError(f"{what} must be integers like 0,4096: got {value!r}") from None
+    if any(x < 0 for x in out):
+        raise TqError(f"{what} must not be negative: got {value!r}")
+    return out
+
+
+def parse_depths(value: Any) -> tuple[int, ...]:
+    return _int_list(value, "--depths")
+
+
+def pairs_from(preset_name: str | None, caches: Sequence[str]) -> tuple[CachePair, ...]:
+    """The preset's pairs, then any explicit `--cache K/V`; the default preset when neither."""
+    pairs = list(preset(preset_name)) if preset_name else []
+    pairs += [CachePair.parse(c) for c in caches]
+    return tuple(dict.fromkeys(pairs or preset("default")))
+
+
+_CONFIG_KEYS = {f for f in SweepSettings.__dataclass_fields__ if f != "pairs"} | {
+    "preset", "caches"}
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """A TOML sweep file as SweepSettings fields (keys as the CLI's long options, `_` or `-`)."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TqError(f"cannot read {path} ({exc.strerror}): pass an existing --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TqError(f"{path} is not valid TOML ({exc}): fix it") from None
+    data = {k.replace("-", "_"): v for k, v in raw.items()}
+    unknown = sorted(set(data) - _CONFIG_KEYS)
+    if unknown:
+        raise TqError(f"{path}: unknown keys {', '.join(unknown)}; known: "
+                      f"{', '.join(sorted(_CONFIG_KEYS))}")
+    out: dict[str, Any] = {}
+    if "preset" in data or "caches" in data:
+        out["pairs"] = pairs_from(data.pop("preset", None), data.pop("caches", []))
+    if "depths" in data:
+        out["depths"] = parse_depths(data.pop("depths"))
+    for key in ("out", "bin_dir"):
+        if key in data:
+            out[key] = Path(data.pop(key)).expanduser()
+    out.update(data)
+    return out
+
+
+# ---------------------------------------------------------------- binaries
+
+
+def tool_path(name: str, settings: SweepSettings) -> Path:
+    """`--bin-dir`'s tool, else the one `tqllama build` made for the backend."""
+    if settings.bin_dir is not None:
+        path = settings.bin_dir / name
+        if not path.is_file():
+            raise TqError(f"no {name} in {settings.bin_dir}: pass the bin directory of a "
+                          "llama.cpp build")
+        return path
+    from tqllama.build import binary_path  # the build module is optional until built
+
+    return binary_path(name, backend=settings.backend)
+
+
+def manifest_key(settings: SweepSettings) -> str | None:
+    """The key of `tqllama build`'s manifest when its binaries run; None with --bin-dir."""
+    if settings.bin_dir is not None:
+        return None
+    from tqllama.build import Manifest, manifest_path
+
+    manifest = Manifest.load(manifest_path(settings.backend))
+    return manifest.key if manifest else None
+
+
+def build_fingerprint(tools: list[Path]) -> str:
+    """A hash of the tools and the shared libraries beside them: what ran, byte for byte."""
+    files = set(tools)
+    for tool in tools:
+        files.update(p for p in tool.parent.glob("lib*.so*") if p.is_file())
+        files.update(p for p in tool.parent.glob("lib*.dylib") if p.is_file())
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def supported_cache_types(perplexity: Path) -> list[str]:
+    """The `-ctk` values the binary accepts, from its `--help`."""
+    proc = subprocess.run([str(perplexity), "--help"], capture_output=True, text=True,
+                          timeout=60)
+    m = re.search(r"--cache-type-k\b.*?allowed values:\s*([^\n]+)", proc.stdout + proc.stderr,
+                  re.DOTALL)
+    if m is None:
+        raise TqError(f"{perplexity} --help lists no cache types: is it a llama.cpp "
+                      "llama-perplexity?")
+    return [t.strip() for t in m.group(1).split(",") if t.strip()]
+
+
+# ---------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class Run:
+    kind: str  # "base" | "kld" | "bench"
+    pair: CachePair
+    params: dict[str, Any]
+    key: str
+    command: list[str]
+
+    @property
+    def depth(self) -> int | None:
+        return self.params.get("depth")
+
+    @property
+    def group(self) -> str:
+        """Runs of one group take about as long as each other (for the ETA)."""
+        return f"bench@{self.depth}" if self.kind == "bench" else "perplexity"
+
+    @property
+    def label(self) -> str:
+        where = f" @ d{self.depth}" if self.kind == "bench" else ""
+        return f"{self.kind:5s} {self.pair.label}{where}"
+
+    def log_name(self) -> str:
+        where = f"-d{self.depth}" if self.kind == "bench" else ""
+        return f"{self.kind}-{self.pair.k}-{self.pair.v}{where}-{self.key[:8]}.log"
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The concrete files a sweep runs on, hashed once."""
+
+    perplexity: Path
+    bench: Path
+    build_id: str
+    build_manifest: str | None
+    model: FileRef
+    text: FileRef
+
+
+def _key(**what: Any) -> str:
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def _backend_args(settings: SweepSettings) -> list[str]:
+    # tqllama builds one backend per binary; offload everything on GPU backends.
+    return [] if settings.backend == "cpu" else ["-ngl", "99"]
+
+
+def base_key(settings: SweepSettings, env: Environment) -> str:
+    return _key(kind="base", build=env.build_id, model=env.model.sha256, text=env.text.sha256,
+                ctx=settings.ctx, chunks=settings.chunks, backend=settings.backend)
+
+
+def plan(settings: SweepSettings, env: Environment) -> tuple[Run, list[Run]]:
+    """The base run and the runs of every pair: all KLD runs first, then all speed runs."""
+    s = settings
+    logits = base_logits.path_for(base_key(s, env))
+    ppl = [str(env.perplexity), "-m", env.model.path, "-f", env.text.path, "-c", str(s.ctx),
+           "--chunks", str(s.chunks), "-t", str(s.threads), "-fa", "on", *_backend_args(s)]
+    f16 = CachePair("f16", "f16")
+    base_params = {"ctx": s.ctx, "chunks": s.chunks, "threads": s.threads, "backend": s.backend}
+    base = Run("base", f16, base_params, base_key(s, env),
+               [*ppl, "--kl-divergence-base", str(logits)])
+    runs = []
+    for pair in s.pairs:
+        key = _key(kind="kld", k=pair.k, v=pair.v, base=base.key)
+        runs.append(Run("kld", pair, base_params, key,
+                        [*ppl, "-ctk", pair.k, "-ctv", pair.v, "--kl-divergence-base",
+                         str(logits), "--kl-divergence"]))
+    for pair in s.pairs:
+        for depth in s.depths:
+            params = {"depth": depth, "n_prompt": s.n_prompt, "n_gen": s.n_gen, "reps": s.reps,
+                      "threads": s.threads, "backend": s.backend}
+            key = _key(kind="bench", k=pair.k, v=pair.v, build=env.build_id,
+                       model=env.model.sha256, **params)
+            runs.append(Run("bench", pair, params, key, [
+                str(env.bench), "-m", env.model.path, "-p", str(s.n_prompt), "-n", str(s.n_gen),
+                "-d", str(depth), "-r", str(s.reps), "-t", str(s.threads), "-fa", "1",
+                "-ctk", pair.k, "-ctv", pair.v, "-o", "jsonl", *_backend_args(s)]))
+    return base, runs
+
+
+# ---------------------------------------------------------------- running
+
+
+def _parse_log(log: Path, parse: Callable[[str], Any]) -> Any:
+    """Numbers of a finished run; a log without them says why (a short text, ...) if it can."""
+    try:
+        return parse(log.read_text(encoding="utf-8", errors="replace"))
+    except ParseError as exc:
+        raise ParseError(f"{diagnose(log) or exc} (log: {log})") from None
+
+
+def _check_chunks(result: PerplexityResult, settings: SweepSettings, log: Path) -> None:
+    # llama-perplexity silently runs fewer chunks than asked when the text is short.
+    if result.n_chunks < settings.chunks:
+        raise TqError(f"the text holds only {result.n_chunks} chunks of {settings.ctx} tokens, "
+                      f"not {settings.chunks}: pass --chunks {result.n_chunks} or a longer --text "
+                      f"(log: {log})")
+
+
+class Sweep:
+    """Runs the plan against a store; `execute` is safe to interrupt and to call again."""
+
+    def __init__(self, settings: SweepSettings, env: Environment, progress: Progress) -> None:
+        self.settings = settings
+        self.env = env
+        self.progress = progress
+        self.store = Store(settings.out)
+        self.base, self.runs = plan(settings, env)
+        self.failures: list[str] = []
+
+    def pending(self) -> list[Run]:
+        done = self.store.load()
+        return [r for r in self.runs if self.settings.force or r.key not in done]
+
+    def execute(self) -> list[RunRecord]:
+        """Run what is pending (the base first when needed); the records of this plan."""
+        todo = self.pending()
+        skipped = len(self.runs) - len(todo)
+        logits = base_logits.path_for(self.base.key)
+        if any(r.kind == "kld" for r in todo) and (self.settings.force or not logits.is_file()):
+            todo.insert(0, self.base)
+        elif logits.is_file():
+            base_logits.touch(logits)
+        self.progress.start([r.group for r in todo], skipped)
+        for run in todo:
+            try:
+                self._run(run)
+            except TqError as exc:
+                if run.kind == "base" or not self.settings.keep_going:
+                    raise
+                self.failures.append(f"{run.pair.label} {run.kind}: {exc}")
+                self.progress.failed(run.label, str(exc))
+        done = self.store.load()
+        return [done[r.key] for r in self.runs if r.key in done]
+
+    def _run(self, run: Run) -> None:
+        log = self.store.log_path(run.log_name())
+        self.progress.begin(run.label)
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if run.kind == "base":
+            seconds, result = self._run_base(run, log)
+            fields: dict[str, Any] = {"perplexity": result}
+            summary = f"PPL {result.final_ppl.value:.4f}" if result.final_ppl else ""
+        else:
+            seconds = run_logged(run.command, log, on_tick=self.progress.tick)
+            if run.kind == "kld":
+                result = _parse_log(log, parse_perplexity)
+                _check_chunks(result, self.settings, log)
+                base_logits.touch(base_logits.path_for(self.base.key))
+                fields = {"perplexity": result}
+                summary = _kld_summary(result)
+            else:
+                expected = (self.settings.n_prompt > 0) + (self.settings.n_gen > 0)
+                rows = _parse_log(log, lambda t: parse_bench(t, "jsonl", expected))
+                fields = {"bench": tuple(rows)}
+                summary = "  ".join(f"{r.test} {r.avg_ts:.1f} t/s" for r in rows)
+        self.store.append(RunRecord(
+            key=run.key, kind=run.kind, type_k=run.pair.k, type_v=run.pair.v,
+            params=run.params, command=run.command, build_id=self.env.build_id,
+            build_manifest=self.env.build_manifest,
+            model=self.env.model, text=self.env.text if run.kind != "bench" else None,
+            log=str(log.relative_to(self.store.root)), started=started,
+            seconds=round(seconds, 2), **fields))
+        self.progress.end(run.group, run.label, seconds, summary)
+
+    def _run_base(self, run: Run, log: Path) -> tuple[float, PerplexityResult]:
+        from tqllama.ggufinfo import read_gguf
+
+        target = base_logits.path_for(run.key)
+        n_vocab = len(read_gguf(self.env.model.path).metadata.get("tokenizer.ggml.tokens", []))
+        size = base_logits.expected_bytes(self.settings.chunks, self.settings.ctx, n_vocab)
+        base_logits.check_disk(target, size)
+        self.progress.note(f"f16 base logits: up to {size / 2**20:.0f} MiB in {target}")
+        # Written under a scratch name: an interrupted base never passes for a finished one.
+        partial = target.with_suffix(".partial")
+        command = [partial.as_posix() if a == str(target) else a for a in run.command]
+        try:
+            seconds = run_logged(command, log, on_tick=self.progress.tick)
+            result = _parse_log(log, parse_perplexity)
+            _check_chunks(result, self.settings, log)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        os.replace(partial, target)
+        for path in base_logits.evict(keep=target):
+            self.progress.note(f"evicted old base logits {path.name} (cache limit)")
+        return seconds, result
+
+
+def _kld_summary(result: PerplexityResult) -> str:
+    if result.kld is not None:
+        k = result.kld
+        return (f"PPL {k.ppl_q.value:.4f}  KLD {k.kld_mean.value:.6f}  "
+                f"same top {k.same_top_p_pct.value:.2f}%")
+    last = result.kld_chunks[-1]
+    return f"PPL {last.ppl.value:.4f}  KLD {last.kld.value:.6f} (under 100 tokens: no summary)"
+
+
+def prepare(settings: SweepSettings, progress: Progress) -> Sweep:
+    """Resolve binaries, model and text; check the cache types; a Sweep ready to execute."""
+    s = settings
+    if s.backend not in BACKENDS:
+        raise TqError(f"unknown backend {s.backend!r}: use one of {', '.join(BACKENDS)}")
+    if s.ctx < 8 or s.chunks < 1 or s.threads < 1 or s.reps < 1:
+        raise TqError("--ctx, --chunks, --threads and --reps must be positive (ctx at least 8)")
+    if not s.pairs:
+        s = replace(s, pairs=pairs_from(None, []))
+    perplexity, bench = tool_path(PERPLEXITY, s), tool_path(BENCH, s)
+    allowed = supported_cache_types(perplexity)
+    unknown = sorted({t for p in s.pairs for t in (p.k, p.v)} - set(allowed))
+    if unknown:
+        raise TqError(f"cache type {', '.join(unknown)} unknown to {perplexity}: it has "
+                      f"{', '.join(allowed)} (build the turbo types with `tqllama build`)")
+    model, text = assets.resolve_model(s.model), assets.resolve_text(s.text)
+    progress.note(f"hashing {model.name} and {text.name} ...")
+    env = Environment(
+        perplexity=perplexity, bench=bench, build_id=build_fingerprint([perplexity, bench]),
+        build_manifest=manifest_key(s),
+        model=FileRef(str(model), sha256_file(model)), text=FileRef(str(text), sha256_file(text)))
+    return Sweep(s, env, progress)
