@@ -76,6 +76,10 @@ def to_markdown(plan: Plan, memory_text: str | None) -> str:
         out += ["", f"Longest -c: the largest multiple of 256 with weights + KV cache <= "
                 f"{memory_text} ({plan.budget:,} bytes). Compute buffers, the output buffer "
                 "and the rest of the process are not counted: leave headroom."]
+        trained = plan.shape.n_ctx_train
+        if trained and any(p.fit_ctx and p.fit_ctx > trained for p in plan.pairs):
+            out.append(f"Beyond the trained context ({trained:,}) the model needs RoPE "
+                       "scaling and loses quality.")
     return "\n".join(out) + "\n"
 
 

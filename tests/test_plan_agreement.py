@@ -1,0 +1,143 @@
+"""`tqllama plan` against the KV size llama.cpp itself reports.
+
+llama-perplexity creates its context (and logs `llama_kv_cache: size = ...` once per
+cache: two lines for sliding-window models) before it reads the text; a text too short
+to score makes it stop right there, so each case costs one model load. The bar is 1%;
+the plan is expected to match to the logged 0.01 MiB, cell counts included.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tqllama.ggufinfo import read_gguf
+from tqllama.kvshape import model_shape
+from tqllama.plan import Settings, kv_size, unsupported
+from tqllama.synth import write_model
+from tqllama.types import cache_type
+
+pytestmark = pytest.mark.slow
+
+KV_LINE = re.compile(
+    r"llama_kv_cache: size = +([\d.]+) MiB \( *(\d+) cells, +(\d+) layers, +(\d+)/(\d+) seqs\), "
+    r"K \((\w+)\): +([\d.]+) MiB, V \((\w+)\): +([\d.]+) MiB"
+)
+MIB = 1024 * 1024
+
+SYNTH = {
+    # name: write_model() arguments
+    "gqa-head128": dict(n_embd=256, n_head=4, n_head_kv=2, head_dim=128, n_layer=3),
+    "head256": dict(n_embd=256, n_head=2, n_head_kv=1, head_dim=256, n_layer=2),
+    "swa-gemma3": dict(arch="gemma3", n_embd=256, n_head=4, n_head_kv=2, head_dim=64,
+                       n_layer=4, sliding_window=300, swa_pattern=2),
+    "mla-deepseek2": dict(arch="deepseek2", n_embd=256, n_head=4, head_dim=64, n_layer=2,
+                          kv_lora_rank=128, rope_dim=64),
+}
+PAIRS = [("f16", "f16"), ("q8_0", "q8_0"), ("q4_0", "q4_0"), ("turbo4", "turbo4"),
+         ("turbo4", "turbo3"), ("turbo3", "turbo3"), ("turbo2", "turbo2"),
+         ("turbo4_qjl", "turbo4"), ("turbo3_qjl", "turbo3"), ("turbo2_qjl", "turbo2")]
+
+
+@dataclass(frozen=True)
+class Logged:
+    cells: tuple[int, ...]  # per cache (base, then SWA)
+    mib: float  # sum of the size lines' totals
+
+
+def llama_kv(binary: Path, model: Path, ctx: int, type_k: str, type_v: str,
+             text: Path) -> Logged:
+    """The KV cache llama-perplexity allocates for `-c ctx` (flash attention on)."""
+    cmd = [str(binary), "-m", str(model), "-f", str(text), "-c", str(ctx), "--chunks", "1",
+           "-fa", "on", "-ctk", type_k, "-ctv", type_v, "-t", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    lines = KV_LINE.findall(proc.stderr)
+    if not lines:
+        tail = "\n".join(proc.stderr.splitlines()[-15:])
+        raise AssertionError(f"no KV size line from {' '.join(cmd)}:\n{tail}")
+    return Logged(tuple(int(m[1]) for m in lines), sum(float(m[0]) for m in lines))
+
+
+def perplexity_settings(ctx: int) -> tuple[int, Settings]:
+    """llama-perplexity's context: n_parallel = max(1, n_batch / ctx), n_ctx = n_parallel * ctx."""
+    n_seq = max(1, 2048 // ctx)
+    return n_seq * ctx, Settings(n_seq=n_seq)
+
+
+def planned(model: Path, ctx: int, type_k: str, type_v: str) -> tuple[tuple[int, ...], float]:
+    shape = model_shape(read_gguf(model))
+    n_ctx, settings = perplexity_settings(ctx)
+    size = kv_size(shape, cache_type(type_k), cache_type(type_v), n_ctx, settings)
+    cells = (size.cells, size.swa_cells) if shape.n_swa else (size.cells,)
+    return cells, size.total_bytes / MIB
+
+
+@pytest.fixture(scope="session")
+def perplexity() -> Path:
+    try:
+        from tqllama.build import binary_path  # written by the build work; may not exist yet
+    except ImportError:
+        pytest.skip("tqllama.build (binary_path) is not written yet: no patched llama.cpp")
+    from tqllama.errors import TqError
+
+    try:
+        path = Path(binary_path("llama-perplexity"))
+    except TqError as exc:
+        pytest.skip(f"patched llama.cpp not built ({exc}): run `tqllama build`")
+    if not path.is_file():
+        pytest.skip(f"{path} is missing: run `tqllama build`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def short_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "short.txt"
+    path.write_text("Too short to score: perplexity stops after creating its context.\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tqllama.assets import fetch_model
+
+    root = tmp_path_factory.mktemp("models")
+    out = {name: write_model(root / f"{name}.gguf", **kw) for name, kw in SYNTH.items()}
+    out["smollm2"] = fetch_model("smollm2-135m")
+    return out
+
+
+def pairs_for(name: str) -> list[tuple[str, str]]:
+    # MLA caches K only and llama.cpp requires equal K and V types for it
+    return [(k, v) for k, v in PAIRS if name != "mla-deepseek2" or k == v]
+
+
+CASES = [(name, ctx, k, v) for name in ("smollm2", *SYNTH) for ctx in (512, 4096)
+         for k, v in pairs_for(name)]
+
+
+@pytest.mark.parametrize(("name", "ctx", "type_k", "type_v"), CASES)
+def test_plan_matches_llama_cpp(perplexity: Path, models: dict[str, Path], short_text: Path,
+                                name: str, ctx: int, type_k: str, type_v: str) -> None:
+    model = models[name]
+    logged = llama_kv(perplexity, model, ctx, type_k, type_v, short_text)
+    cells, mib = planned(model, ctx, type_k, type_v)
+    assert logged.cells == cells
+    assert mib == pytest.approx(logged.mib, rel=0.01)
+    assert abs(mib - logged.mib) <= 0.005 * len(cells) + 1e-9
+
+
+@pytest.mark.parametrize("type_k", ["turbo4", "q8_0"])
+def test_refused_head_size_is_refused_by_llama_cpp(perplexity: Path, short_text: Path,
+                                                   tmp_path: Path, type_k: str) -> None:
+    # head 80: neither 64 (turbo) nor 32 (q8_0) divides it; the plan flags both pairs
+    model = write_model(tmp_path / "head80.gguf", n_embd=320, n_head=4, head_dim=80)
+    assert unsupported(model_shape(read_gguf(model)), cache_type(type_k), cache_type("f16"))
+    cmd = [str(perplexity), "-m", str(model), "-f", str(short_text), "-c", "512",
+           "-fa", "on", "-ctk", type_k, "-ctv", "f16"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "does not divide n_embd_head_k=80" in proc.stderr
