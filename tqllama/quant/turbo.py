@@ -35,43 +35,43 @@ def sanitize(x: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(x, nan=F32(0), posinf=xmax, neginf=-xmax), -xmax, xmax)
 
 
-class _Codebook:
-    """One bit width's table plus an exact fast path for idx = #{t : y > kthresh[t]}.
+class Codebook:
+    """A codebook, its thresholds and scale-search window, and idx = #{t : y > kthresh[t]}.
 
-    The thresholds are half-integers T/2, so y > T/2 <=> 2y > T <=> ceil(2y) > T for an
-    integer T (2y is exact in float32 here). A lookup on ceil(2y) therefore gives the same
-    index as the comparisons, ties included, in a handful of vector passes.
+    The committed codebooks are int8, so every threshold is a half-integer T/2 and
+    y > T/2 <=> 2y > T <=> ceil(2y) > T (2y is exact in float32): a lookup on ceil(2y)
+    gives the same index as the comparisons, ties included, in a few vector passes.
+    Non-integer values (codebook training only) fall back to a binary search.
     """
 
-    def __init__(self, bits: int) -> None:
-        self.bits = bits
-        self.values = tables.kvalues(bits)
-        self.thresh = tables.kthresh(bits)
-        self.cbmax = F32(tables.cbmax(bits))
-        self.search = range(tables.SEARCH[bits][0], tables.SEARCH[bits][1] + 1)
-        twice = (2 * self.thresh).astype(np.int32)
-        self._lo = int(twice[0])  # ceil(2y) at or below this -> index 0
-        self._hi = int(twice[-1]) + 1  # at or above this -> the last index
-        grid = np.arange(self._lo, self._hi + 1)
-        self._lut = (grid[:, None] > twice[None, :]).sum(axis=1).astype(np.uint8)
+    def __init__(self, values: np.ndarray, search: tuple[int, int]) -> None:
+        self.values = np.asarray(values, dtype=F32)
+        self.thresh = ((self.values[:-1] + self.values[1:]) / F32(2)).astype(F32)
+        self.cbmax = F32(np.abs(self.values).max())
+        self.search = range(search[0], search[1] + 1)
+        twice = 2 * self.thresh.astype(np.float64)
+        self._lut: np.ndarray | None = None
+        if np.all(twice == np.round(twice)) and np.abs(twice).max() < 1024:
+            t = twice.astype(np.int32)
+            self._lo = int(t[0])  # ceil(2y) at or below this -> index 0
+            self._hi = int(t[-1]) + 1  # at or above this -> the last index
+            grid = np.arange(self._lo, self._hi + 1)
+            self._lut = (grid[:, None] > t[None, :]).sum(axis=1).astype(np.uint8)
+
+    @classmethod
+    def from_table(cls, bits: int) -> Codebook:
+        if bits not in tables.KVALUES:
+            raise TqError(f"no turbo codebook for {bits} bits (have {sorted(tables.KVALUES)})")
+        return cls(tables.kvalues(bits), tables.SEARCH[bits])
 
     def index(self, y: np.ndarray) -> np.ndarray:
+        if self._lut is None:
+            return np.searchsorted(self.thresh, y, side="left").astype(np.uint8)
         c = np.ceil(np.clip(y * F32(2), F32(self._lo), F32(self._hi)))
         return self._lut[c.astype(np.int32) - self._lo]
 
 
-_CODEBOOKS: dict[int, _Codebook] = {}
-
-
-def codebook(bits: int) -> _Codebook:
-    if bits not in tables.KVALUES:
-        raise TqError(f"no turbo codebook for {bits} bits (have {sorted(tables.KVALUES)})")
-    if bits not in _CODEBOOKS:
-        _CODEBOOKS[bits] = _Codebook(bits)
-    return _CODEBOOKS[bits]
-
-
-def reference_code(amax: np.ndarray, cb: _Codebook) -> np.ndarray:
+def reference_code(amax: np.ndarray, cb: Codebook) -> np.ndarray:
     """Step 2: the smallest scale code whose d maps amax inside the codebook."""
     t = amax / cb.cbmax
     m, e = np.frexp(t)
@@ -83,7 +83,7 @@ def reference_code(amax: np.ndarray, cb: _Codebook) -> np.ndarray:
     return np.clip(k, 1, tables.KMAX)
 
 
-def best_codes(xt: np.ndarray, cb: _Codebook) -> np.ndarray:
+def best_codes(xt: np.ndarray, cb: Codebook) -> np.ndarray:
     """Steps 1-3 for sub-blocks given position-major (xt[i, s]): the best code, 0 if zero."""
     amax = np.abs(xt).max(axis=0)
     k_ref = reference_code(amax, cb)
@@ -179,9 +179,9 @@ def unpack_indices(payload: np.ndarray, bits: int) -> np.ndarray:
 class TurboQuantMSE:
     """turbo{bits} blocks: `quantize` gives the C block bytes, `dequantize` the floats."""
 
-    def __init__(self, bits: int) -> None:
+    def __init__(self, bits: int, cb: Codebook | None = None) -> None:
         self.bits = bits
-        self.cb = codebook(bits)
+        self.cb = cb if cb is not None else Codebook.from_table(bits)
         self.payload_bytes = bits * QK // 8
         self.block_bytes = 2 + self.payload_bytes
         self.bits_per_value = 8 * self.block_bytes / QK

@@ -11,17 +11,17 @@
 #define TURBO_XMAX 65504.0f
 
 #define TURBO4_CBMAX 127
-#define TURBO4_SEARCH_LO -4
-#define TURBO4_SEARCH_HI 4
+#define TURBO4_SEARCH_LO -3
+#define TURBO4_SEARCH_HI 5
 #define TURBO3_CBMAX 127
-#define TURBO3_SEARCH_LO -4
-#define TURBO3_SEARCH_HI 4
+#define TURBO3_SEARCH_LO -7
+#define TURBO3_SEARCH_HI 1
 #define TURBO2_CBMAX 127
-#define TURBO2_SEARCH_LO -4
-#define TURBO2_SEARCH_HI 4
+#define TURBO2_SEARCH_LO -15
+#define TURBO2_SEARCH_HI -7
 #define TURBO1_CBMAX 127
-#define TURBO1_SEARCH_LO -4
-#define TURBO1_SEARCH_HI 4
+#define TURBO1_SEARCH_LO -30
+#define TURBO1_SEARCH_HI -22
 
 TURBO_TABLE_BEGIN(float, turbo_scale_mant, 16)
     0x1p+0f, 0x1.0b5586p+0f, 0x1.172b84p+0f, 0x1.2387a6p+0f,
@@ -31,24 +31,24 @@ TURBO_TABLE_BEGIN(float, turbo_scale_mant, 16)
 TURBO_TABLE_END()
 
 TURBO_TABLE_BEGIN(int8_t, kvalues_turbo4, 16)
-    -127, -96, -75, -58, -44, -31, -18, -6, 6, 18, 31, 44, 58, 75, 96, 127,
+    -127, -98, -77, -59, -44, -31, -18, -6, 6, 18, 31, 44, 59, 77, 98, 127,
 TURBO_TABLE_END()
 TURBO_TABLE_BEGIN(float, kthresh_turbo4, 15)
-    -111.5f, -85.5f, -66.5f, -51.0f, -37.5f, -24.5f, -12.0f, 0.0f, 12.0f, 24.5f, 37.5f, 51.0f, 66.5f, 85.5f, 111.5f,
+    -112.5f, -87.5f, -68.0f, -51.5f, -37.5f, -24.5f, -12.0f, 0.0f, 12.0f, 24.5f, 37.5f, 51.5f, 68.0f, 87.5f, 112.5f,
 TURBO_TABLE_END()
 
 TURBO_TABLE_BEGIN(int8_t, kvalues_turbo3, 8)
-    -127, -79, -45, -14, 14, 45, 79, 127,
+    -127, -77, -43, -14, 14, 43, 77, 127,
 TURBO_TABLE_END()
 TURBO_TABLE_BEGIN(float, kthresh_turbo3, 7)
-    -103.0f, -62.0f, -29.5f, 0.0f, 29.5f, 62.0f, 103.0f,
+    -102.0f, -60.0f, -28.5f, 0.0f, 28.5f, 60.0f, 102.0f,
 TURBO_TABLE_END()
 
 TURBO_TABLE_BEGIN(int8_t, kvalues_turbo2, 4)
-    -127, -38, 38, 127,
+    -127, -37, 37, 127,
 TURBO_TABLE_END()
 TURBO_TABLE_BEGIN(float, kthresh_turbo2, 3)
-    -82.5f, 0.0f, 82.5f,
+    -82.0f, 0.0f, 82.0f,
 TURBO_TABLE_END()
 
 TURBO_TABLE_BEGIN(int8_t, kvalues_turbo1, 2)
