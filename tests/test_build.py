@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -256,3 +257,16 @@ def test_compile_failure_names_the_error(fake: tuple[Path, Glue]) -> None:
     (src / "tools/main.c").write_text(MAIN_C.replace("return 0;", "return undefined_thing;"))
     with pytest.raises(TqError, match=r"the build failed: .*undefined_thing.*full log: "):
         build(src=src, glue=glue, jobs=2)
+
+
+@pytest.mark.slow
+def test_concurrent_build_waits_for_the_running_one(fake: tuple[Path, Glue]) -> None:
+    src, glue = fake
+    results: list[Manifest] = []
+    with build_mod._build_lock("cpu"):
+        waiting = threading.Thread(target=lambda: results.append(build(src=src, glue=glue)))
+        waiting.start()
+        waiting.join(timeout=2)
+        assert waiting.is_alive() and not results  # blocked on the lock
+    waiting.join(timeout=120)
+    assert results and Path(results[0].binaries["llama-cli"]).is_file()

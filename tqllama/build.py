@@ -13,6 +13,7 @@ if it is there and its key matches, the binaries are what the inputs say.
 
 from __future__ import annotations
 
+import fcntl
 import filecmp
 import hashlib
 import json
@@ -23,7 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -177,12 +179,42 @@ def build(backend: str = "cpu", jobs: int | None = None, tests: bool = False,
     key = key_for(tests)
     # A build with the test tools also serves a request without them.
     reusable = {key} if tests else {key, key_for(True)}
-    mpath = manifest_path(backend)
-    current = Manifest.load(mpath)
-    if current is not None and current.key in reusable and current.complete():
+    current = _up_to_date(backend, reusable)
+    if current is not None:
+        return current
+    with _build_lock(backend):
+        # Another process may have built the same thing while this one waited.
+        current = _up_to_date(backend, reusable)
+        if current is not None:
+            return current
+        return _build(backend, key, config, ghash, tests, jobs, src, glue)
+
+
+def _up_to_date(backend: str, keys: set[str]) -> Manifest | None:
+    current = Manifest.load(manifest_path(backend))
+    if current is not None and current.key in keys and current.complete():
         click.echo(f"tqllama: {backend} build is up to date (key {current.key[:8]})", err=True)
         return current
+    return None
 
+
+@contextmanager
+def _build_lock(backend: str) -> Iterator[None]:
+    """One build per backend directory at a time, across processes (tests run in parallel
+    by several people share the default cache)."""
+    root = backend_dir(backend)
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            click.echo(f"tqllama: waiting for another {backend} build to finish ...", err=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _build(backend: str, key: str, config: list[str], ghash: str, tests: bool,
+           jobs: int | None, src: Path | None, glue: Glue) -> Manifest:
     toolchain = _toolchain(backend)
     pristine = source.fetch(src)
     root = backend_dir(backend)
@@ -193,7 +225,7 @@ def build(backend: str = "cpu", jobs: int | None = None, tests: bool = False,
         fresh = Path(scratch) / "tree"
         make_tree(pristine, fresh, glue)  # a patch that fails leaves the last build usable
         # From here on the binaries no longer match the manifest until it is rewritten.
-        mpath.unlink(missing_ok=True)
+        manifest_path(backend).unlink(missing_ok=True)
         changed = sync_tree(fresh, stable)
     click.echo(f"tqllama: source tree {stable} ({changed} files updated)", err=True)
 
@@ -230,7 +262,7 @@ def build(backend: str = "cpu", jobs: int | None = None, tests: bool = False,
         build_seconds=round(time.monotonic() - started, 1),
         timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    manifest.save(mpath)
+    manifest.save(manifest_path(backend))
     return manifest
 
 
