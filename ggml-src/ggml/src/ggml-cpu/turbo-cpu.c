@@ -1,0 +1,318 @@
+// tqllama: CPU kernels of the turbo KV-cache types.
+//
+// Layout as in ggml-cpu/quants.c: every kernel first turns one 32-value sub-block into its
+// 32 int8 codebook values (a table lookup: pshufb on x86, tbl on ARM, like iq4_nl), then
+// the dot product with a q8_0 block or the fused V accumulation works on those. One scalar
+// path serves every other architecture.
+
+#define GGML_COMMON_DECL_C
+#include "ggml-common.h"
+
+#include "ggml-cpu-impl.h"
+#include "simd-mappings.h"
+#include "ggml-turbo-quants.h"
+#include "turbo-cpu.h"
+
+#include <assert.h>
+#include <string.h>
+
+void quantize_row_turbo2(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo2_ref(x, y, k);
+}
+
+void quantize_row_turbo3(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo3_ref(x, y, k);
+}
+
+void quantize_row_turbo4(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo4_ref(x, y, k);
+}
+
+// ---------------------------------------------------------------------------------------
+// sub-block j of a block -> its 32 codebook values, in element order
+
+#if defined(__AVX2__)
+
+#include <immintrin.h>
+
+// 8 bytes of 2-bit indices (byte l holds elements l, l+8, l+16, l+24) -> 32 byte indices.
+// Shifting whole 64-bit lanes is fine: the mask keeps only bits that came from the same byte.
+static inline __m256i turbo_idx2(const uint8_t * qs) {
+    uint64_t w;
+    memcpy(&w, qs, sizeof(w));
+    const __m256i v = _mm256_srlv_epi64(_mm256_set1_epi64x((long long) w), _mm256_setr_epi64x(0, 2, 4, 6));
+    return _mm256_and_si256(v, _mm256_set1_epi8(3));
+}
+
+// bit i of a 32-bit word -> byte i = 4 (the high bit of a 3-bit index) or 0
+static inline __m256i turbo_idx_hi(const uint8_t * qh) {
+    uint32_t w;
+    memcpy(&w, qh, sizeof(w));
+    // byte i takes byte i/8 of w; or-ing every bit but bit i%8 makes it 0xFF iff that bit is set
+    const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int) w),
+            _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)), _mm256_set1_epi8(-1));
+    return _mm256_and_si256(set, _mm256_set1_epi8(4));
+}
+
+static inline __m256i turbo_table(const int8_t * values, int n) {
+    int8_t t[16] = {0};
+    memcpy(t, values, n);
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) t));
+}
+
+static inline __m256i turbo4_values(const block_turbo4 * x, int j, __m256i table) {
+    const __m128i b  = _mm_loadu_si128((const __m128i *) (x->qs + 16*j));
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    const __m256i idx = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m4), _mm_and_si128(b, m4));
+    return _mm256_shuffle_epi8(table, idx);
+}
+
+static inline __m256i turbo3_values(const block_turbo3 * x, int j, __m256i table) {
+    const __m256i idx = _mm256_or_si256(turbo_idx2(x->qs + 8*j), turbo_idx_hi(x->qh + 4*j));
+    return _mm256_shuffle_epi8(table, idx);
+}
+
+static inline __m256i turbo2_values(const block_turbo2 * x, int j, __m256i table) {
+    return _mm256_shuffle_epi8(table, turbo_idx2(x->qs + 8*j));
+}
+
+static inline float turbo_hsum(__m256 v) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+// sum over 32 lanes of a*b as 8 int32 partial sums (a signed via the sign trick of maddubs)
+static inline __m256i turbo_dot_i8(__m256i a, __m256i b) {
+    const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+// y[0..32) += v * values (32 int8)
+static inline void turbo_mad32(float * GGML_RESTRICT y, __m256i values, float v) {
+    const __m256  vv = _mm256_set1_ps(v);
+    const __m128i lo = _mm256_castsi256_si128(values);
+    const __m128i hi = _mm256_extracti128_si256(values, 1);
+    const __m128i parts[4] = { lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8) };
+    for (int g = 0; g < 4; ++g) {
+        const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[g]));
+        _mm256_storeu_ps(y + 8*g, _mm256_fmadd_ps(vv, f, _mm256_loadu_ps(y + 8*g)));
+    }
+}
+
+#define TURBO_VEC_DOT(name, nvalues)                                                              \
+void ggml_vec_dot_##name##_q8_0(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, \
+                                size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc) {   \
+    assert(nrc == 1 && n % QK_TURBO == 0);                                                        \
+    GGML_UNUSED(bs); GGML_UNUSED(bx); GGML_UNUSED(by); GGML_UNUSED(nrc);                          \
+    const block_##name * GGML_RESTRICT x = vx;                                                    \
+    const block_q8_0   * GGML_RESTRICT y = vy;                                                    \
+    const __m256i table = turbo_table(kvalues_##name, nvalues);                                   \
+    __m256 acc0 = _mm256_setzero_ps();                                                            \
+    __m256 acc1 = _mm256_setzero_ps();                                                            \
+    for (int ib = 0; ib < n/QK_TURBO; ++ib) {                                                     \
+        const __m256i p0 = turbo_dot_i8(name##_values(x + ib, 0, table), _mm256_loadu_si256((const __m256i *) y[2*ib + 0].qs)); \
+        const __m256i p1 = turbo_dot_i8(name##_values(x + ib, 1, table), _mm256_loadu_si256((const __m256i *) y[2*ib + 1].qs)); \
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(turbo_scale(x[ib].s, 0)*GGML_CPU_FP16_TO_FP32(y[2*ib + 0].d)), _mm256_cvtepi32_ps(p0), acc0); \
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(turbo_scale(x[ib].s, 1)*GGML_CPU_FP16_TO_FP32(y[2*ib + 1].d)), _mm256_cvtepi32_ps(p1), acc1); \
+    }                                                                                             \
+    *s = turbo_hsum(_mm256_add_ps(acc0, acc1));                                                   \
+}                                                                                                 \
+                                                                                                  \
+static void name##_vec_mad(int n, float * GGML_RESTRICT y, const void * GGML_RESTRICT vx, float v) { \
+    const block_##name * GGML_RESTRICT x = vx;                                                    \
+    const __m256i table = turbo_table(kvalues_##name, nvalues);                                   \
+    for (int ib = 0; ib < n/QK_TURBO; ++ib, y += QK_TURBO) {                                      \
+        for (int j = 0; j < 2; ++j) {                                                             \
+            const float d = turbo_scale(x[ib].s, j);                                              \
+            if (d != 0.0f) {                                                                      \
+                turbo_mad32(y + QK_TURBO_SUB*j, name##_values(x + ib, j, table), v*d);            \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+}
+
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+
+#include <arm_neon.h>
+
+// a sub-block's 32 codebook values as two registers of 16, in element order
+static inline int8x16x2_t turbo4_values(const block_turbo4 * x, int j, int8x16_t table) {
+    const uint8x16_t b = vld1q_u8(x->qs + 16*j);
+    const int8x16x2_t v = { { vqtbl1q_s8(table, vandq_u8(b, vdupq_n_u8(0x0f))), vqtbl1q_s8(table, vshrq_n_u8(b, 4)) } };
+    return v;
+}
+
+// 8 bytes of 2-bit indices (byte l holds elements l, l+8, l+16, l+24) -> 2 x 16 indices
+static inline uint8x16x2_t turbo_idx2(const uint8_t * qs) {
+    const uint8x8_t w = vld1_u8(qs);
+    const uint8x8_t m = vdup_n_u8(3);
+    const uint8x16x2_t idx = { {
+        vcombine_u8(vand_u8(w, m), vand_u8(vshr_n_u8(w, 2), m)),
+        vcombine_u8(vand_u8(vshr_n_u8(w, 4), m), vshr_n_u8(w, 6)),
+    } };
+    return idx;
+}
+
+static inline int8x16x2_t turbo2_values(const block_turbo2 * x, int j, int8x16_t table) {
+    const uint8x16x2_t idx = turbo_idx2(x->qs + 8*j);
+    const int8x16x2_t v = { { vqtbl1q_s8(table, idx.val[0]), vqtbl1q_s8(table, idx.val[1]) } };
+    return v;
+}
+
+static inline int8x16x2_t turbo3_values(const block_turbo3 * x, int j, int8x16_t table) {
+    uint8x16x2_t idx = turbo_idx2(x->qs + 8*j);
+    const uint8_t * qh = x->qh + 4*j;
+    // lane i of half h tests bit i%8 of byte 2h + i/8: the high bit of element 16h + i
+    const uint8x16_t bit = { 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128 };
+    for (int h = 0; h < 2; ++h) {
+        const uint8x16_t bytes = vcombine_u8(vdup_n_u8(qh[2*h]), vdup_n_u8(qh[2*h + 1]));
+        idx.val[h] = vorrq_u8(idx.val[h], vandq_u8(vtstq_u8(bytes, bit), vdupq_n_u8(4)));
+    }
+    const int8x16x2_t v = { { vqtbl1q_s8(table, idx.val[0]), vqtbl1q_s8(table, idx.val[1]) } };
+    return v;
+}
+
+static inline int8x16_t turbo_table(const int8_t * values, int n) {
+    int8_t t[16] = {0};
+    memcpy(t, values, n);
+    return vld1q_s8(t);
+}
+
+static inline int32x4_t turbo_dot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(acc, a, b);
+#else
+    const int16x8_t p0 = vmull_s8(vget_low_s8(a),  vget_low_s8(b));
+    const int16x8_t p1 = vmull_s8(vget_high_s8(a), vget_high_s8(b));
+    return vaddq_s32(acc, vaddq_s32(vpaddlq_s16(p0), vpaddlq_s16(p1)));
+#endif
+}
+
+// y[0..16) += v * values (16 int8)
+static inline void turbo_mad16(float * GGML_RESTRICT y, int8x16_t values, float32x4_t vv) {
+    const int16x8_t w[2] = { vmovl_s8(vget_low_s8(values)), vmovl_s8(vget_high_s8(values)) };
+    for (int h = 0; h < 2; ++h) {
+        const float32x4_t f0 = vcvtq_f32_s32(vmovl_s16(vget_low_s16(w[h])));
+        const float32x4_t f1 = vcvtq_f32_s32(vmovl_s16(vget_high_s16(w[h])));
+        vst1q_f32(y + 8*h,     vfmaq_f32(vld1q_f32(y + 8*h),     f0, vv));
+        vst1q_f32(y + 8*h + 4, vfmaq_f32(vld1q_f32(y + 8*h + 4), f1, vv));
+    }
+}
+
+#define TURBO_VEC_DOT(name, nvalues)                                                              \
+void ggml_vec_dot_##name##_q8_0(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, \
+                                size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc) {   \
+    assert(nrc == 1 && n % QK_TURBO == 0);                                                        \
+    GGML_UNUSED(bs); GGML_UNUSED(bx); GGML_UNUSED(by); GGML_UNUSED(nrc);                          \
+    const block_##name * GGML_RESTRICT x = vx;                                                    \
+    const block_q8_0   * GGML_RESTRICT y = vy;                                                    \
+    const int8x16_t table = turbo_table(kvalues_##name, nvalues);                                 \
+    float32x4_t acc = vdupq_n_f32(0.0f);                                                          \
+    for (int ib = 0; ib < n/QK_TURBO; ++ib) {                                                     \
+        for (int j = 0; j < 2; ++j) {                                                             \
+            const int8x16x2_t w = name##_values(x + ib, j, table);                                \
+            const int8_t * q = y[2*ib + j].qs;                                                    \
+            const int32x4_t p = turbo_dot16(turbo_dot16(vdupq_n_s32(0), w.val[0], vld1q_s8(q)), w.val[1], vld1q_s8(q + 16)); \
+            acc = vmlaq_n_f32(acc, vcvtq_f32_s32(p), turbo_scale(x[ib].s, j)*GGML_CPU_FP16_TO_FP32(y[2*ib + j].d)); \
+        }                                                                                         \
+    }                                                                                             \
+    *s = vaddvq_f32(acc);                                                                         \
+}                                                                                                 \
+                                                                                                  \
+static void name##_vec_mad(int n, float * GGML_RESTRICT y, const void * GGML_RESTRICT vx, float v) { \
+    const block_##name * GGML_RESTRICT x = vx;                                                    \
+    const int8x16_t table = turbo_table(kvalues_##name, nvalues);                                 \
+    for (int ib = 0; ib < n/QK_TURBO; ++ib, y += QK_TURBO) {                                      \
+        for (int j = 0; j < 2; ++j) {                                                             \
+            const float d = turbo_scale(x[ib].s, j);                                              \
+            if (d != 0.0f) {                                                                      \
+                const int8x16x2_t w = name##_values(x + ib, j, table);                            \
+                const float32x4_t vv = vdupq_n_f32(v*d);                                          \
+                turbo_mad16(y + QK_TURBO_SUB*j,      w.val[0], vv);                               \
+                turbo_mad16(y + QK_TURBO_SUB*j + 16, w.val[1], vv);                               \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+}
+
+#else // scalar
+
+static inline void turbo4_values(const block_turbo4 * x, int j, int8_t * out) {
+    const uint8_t * qs = x->qs + 16*j;
+    for (int l = 0; l < 16; ++l) {
+        out[l]      = kvalues_turbo4[qs[l] & 15];
+        out[l + 16] = kvalues_turbo4[qs[l] >> 4];
+    }
+}
+
+static inline void turbo3_values(const block_turbo3 * x, int j, int8_t * out) {
+    const uint8_t * qs = x->qs + 8*j;
+    const uint8_t * qh = x->qh + 4*j;
+    for (int i = 0; i < QK_TURBO_SUB; ++i) {
+        const int lo = (qs[i & 7] >> (2*(i >> 3))) & 3;
+        const int hi = (qh[i >> 3] >> (i & 7)) & 1;
+        out[i] = kvalues_turbo3[lo | hi << 2];
+    }
+}
+
+static inline void turbo2_values(const block_turbo2 * x, int j, int8_t * out) {
+    const uint8_t * qs = x->qs + 8*j;
+    for (int i = 0; i < QK_TURBO_SUB; ++i) {
+        out[i] = kvalues_turbo2[(qs[i & 7] >> (2*(i >> 3))) & 3];
+    }
+}
+
+#define TURBO_VEC_DOT(name, nvalues)                                                              \
+void ggml_vec_dot_##name##_q8_0(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, \
+                                size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc) {   \
+    assert(nrc == 1 && n % QK_TURBO == 0);                                                        \
+    GGML_UNUSED(bs); GGML_UNUSED(bx); GGML_UNUSED(by); GGML_UNUSED(nrc);                          \
+    const block_##name * GGML_RESTRICT x = vx;                                                    \
+    const block_q8_0   * GGML_RESTRICT y = vy;                                                    \
+    float sumf = 0.0f;                                                                            \
+    int8_t w[QK_TURBO_SUB];                                                                       \
+    for (int ib = 0; ib < n/QK_TURBO; ++ib) {                                                     \
+        for (int j = 0; j < 2; ++j) {                                                             \
+            name##_values(x + ib, j, w);                                                          \
+            const int8_t * q = y[2*ib + j].qs;                                                    \
+            int sumi = 0;                                                                         \
+            for (int i = 0; i < QK_TURBO_SUB; ++i) {                                              \
+                sumi += w[i]*q[i];                                                                \
+            }                                                                                     \
+            sumf += turbo_scale(x[ib].s, j)*GGML_CPU_FP16_TO_FP32(y[2*ib + j].d)*(float) sumi;    \
+        }                                                                                         \
+    }                                                                                             \
+    *s = sumf;                                                                                    \
+}                                                                                                 \
+                                                                                                  \
+static void name##_vec_mad(int n, float * GGML_RESTRICT y, const void * GGML_RESTRICT vx, float v) { \
+    const block_##name * GGML_RESTRICT x = vx;                                                    \
+    int8_t w[QK_TURBO_SUB];                                                                       \
+    for (int ib = 0; ib < n/QK_TURBO; ++ib, y += QK_TURBO) {                                      \
+        for (int j = 0; j < 2; ++j) {                                                             \
+            const float vd = v*turbo_scale(x[ib].s, j);                                           \
+            name##_values(x + ib, j, w);                                                          \
+            for (int i = 0; i < QK_TURBO_SUB; ++i) {                                              \
+                y[QK_TURBO_SUB*j + i] += vd*(float) w[i];                                         \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+}
+
+#endif
+
+TURBO_VEC_DOT(turbo4, 16)
+TURBO_VEC_DOT(turbo3, 8)
+TURBO_VEC_DOT(turbo2, 4)
+
+ggml_turbo_vec_mad_t ggml_turbo_get_vec_mad(enum ggml_type type) {
+    switch (type) {
+        case GGML_TYPE_TURBO2: return turbo2_vec_mad;
+        case GGML_TYPE_TURBO3: return turbo3_vec_mad;
+        case GGML_TYPE_TURBO4: return turbo4_vec_mad;
+        default:               return NULL;
+    }
+}

@@ -1,0 +1,249 @@
+// tqllama: reference quantization of the turbo KV-cache types (docs/FORMAT.md of tqllama).
+//
+// Bit-exact with tqllama/quant/turbo.py: float32 arithmetic, sums in index order, and this
+// file is compiled with -ffp-contract=off so that no multiply-add is fused.
+
+#define GGML_COMMON_DECL_C
+#include "ggml-common.h"
+
+#include "ggml-turbo-quants.h"
+#include "ggml-turbo.h"
+#include "ggml-impl.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+// a codebook and the rule that searches its scale
+typedef struct {
+    const int8_t * values;  // 2^bits int8 entries, ascending
+    const float  * thresh;  // 2^bits - 1 midpoints
+    int            n;       // 2^bits
+    float          cbmax;   // max |values|
+    int            lo, hi;  // scale candidates k_ref+lo .. k_ref+hi
+} turbo_codebook;
+
+static const turbo_codebook turbo_cb4 = { kvalues_turbo4, kthresh_turbo4, 16, TURBO4_CBMAX, TURBO4_SEARCH_LO, TURBO4_SEARCH_HI };
+static const turbo_codebook turbo_cb3 = { kvalues_turbo3, kthresh_turbo3,  8, TURBO3_CBMAX, TURBO3_SEARCH_LO, TURBO3_SEARCH_HI };
+static const turbo_codebook turbo_cb2 = { kvalues_turbo2, kthresh_turbo2,  4, TURBO2_CBMAX, TURBO2_SEARCH_LO, TURBO2_SEARCH_HI };
+
+static inline int turbo_clamp_k(int k) {
+    return k < 1 ? 1 : k > TURBO_KMAX ? TURBO_KMAX : k;
+}
+
+static inline int turbo_nearest(float y, const turbo_codebook * cb) {
+    int idx = 0;
+    for (int t = 0; t < cb->n - 1; ++t) {
+        idx += y > cb->thresh[t];
+    }
+    return idx;
+}
+
+// the smallest code whose scale maps amax inside the codebook (FORMAT.md step 2)
+static int turbo_k_ref(float amax, const turbo_codebook * cb) {
+    const float t = amax/cb->cbmax;
+    if (t == 0.0f) {
+        return 1; // a denormal amax that underflowed: the smallest scale
+    }
+    int e;
+    const float u = 2.0f*frexpf(t, &e);
+    int i = 0;
+    while (i < 16 && turbo_scale_mant[i] < u) {
+        ++i;
+    }
+    // i == 16 means u > M[15]: the next octave's M[0] = 2 covers it
+    const int64_t k = 16*((int64_t) e - 1 + TURBO_EXP_BIAS) + i;
+    return k < 1 ? 1 : k > TURBO_KMAX ? TURBO_KMAX : (int) k;
+}
+
+// squared error of a sub-block quantized with scale d, accumulated in index order
+static float turbo_sub_error(const float * x, float d, const turbo_codebook * cb) {
+    const float inv = 1.0f/d;
+    float err = 0.0f;
+    for (int i = 0; i < QK_TURBO_SUB; ++i) {
+        const int   idx = turbo_nearest(x[i]*inv, cb);
+        const float r   = x[i] - d*(float) cb->values[idx];
+        err = err + r*r;
+    }
+    return err;
+}
+
+// FORMAT.md steps 0-6 for one block: the scale field and the 64 indices
+static uint16_t turbo_quantize_block(const float * GGML_RESTRICT xin, uint8_t * GGML_RESTRICT idx, const turbo_codebook * cb) {
+    float x[QK_TURBO];
+    for (int i = 0; i < QK_TURBO; ++i) {
+        const float v = xin[i];
+        x[i] = v != v ? 0.0f : v > TURBO_XMAX ? TURBO_XMAX : v < -TURBO_XMAX ? -TURBO_XMAX : v;
+    }
+
+    int k[2];
+    for (int j = 0; j < 2; ++j) {
+        const float * xs = x + j*QK_TURBO_SUB;
+        float amax = 0.0f;
+        for (int i = 0; i < QK_TURBO_SUB; ++i) {
+            amax = fmaxf(amax, fabsf(xs[i]));
+        }
+        if (amax == 0.0f) {
+            k[j] = 0;
+            continue;
+        }
+        const int k_ref = turbo_k_ref(amax, cb);
+        float best = INFINITY;
+        int   best_k = k_ref;
+        for (int delta = cb->lo; delta <= cb->hi; ++delta) {
+            const int   kc  = turbo_clamp_k(k_ref + delta);
+            const float err = turbo_sub_error(xs, turbo_k_to_d(kc), cb);
+            if (err < best) {
+                best   = err;
+                best_k = kc;
+            }
+        }
+        k[j] = best_k;
+    }
+
+    // shared exponent: the smallest E that fits the larger code (FORMAT.md step 5)
+    const int k_hi = k[0] > k[1] ? k[0] : k[1];
+    const int E = k_hi > 31 ? (k_hi - 24) >> 3 : 0;
+    int f[2];
+    for (int j = 0; j < 2; ++j) {
+        f[j] = k[j] == 0 ? 0 : (k[j] - 8*E < 1 ? 1 : k[j] - 8*E);
+    }
+    const uint16_t s = (uint16_t) (f[0] | f[1] << 5 | E << 10);
+
+    for (int j = 0; j < 2; ++j) {
+        uint8_t * is = idx + j*QK_TURBO_SUB;
+        if (f[j] == 0) {
+            memset(is, 0, QK_TURBO_SUB);
+            continue;
+        }
+        const float * xs  = x + j*QK_TURBO_SUB;
+        const float   inv = 1.0f/turbo_k_to_d(8*E + f[j]);
+        for (int i = 0; i < QK_TURBO_SUB; ++i) {
+            is[i] = (uint8_t) turbo_nearest(xs[i]*inv, cb);
+        }
+    }
+    return s;
+}
+
+// 2-bit plane of a sub-block: byte l holds indices l, l+8, l+16, l+24
+static void turbo_pack2(const uint8_t * idx, uint8_t * qs) {
+    for (int l = 0; l < 8; ++l) {
+        qs[l] = (uint8_t) ((idx[l] & 3) | (idx[l + 8] & 3) << 2 | (idx[l + 16] & 3) << 4 | (idx[l + 24] & 3) << 6);
+    }
+}
+
+static inline int turbo_unpack2(const uint8_t * qs, int i) {
+    return (qs[i & 7] >> (2*(i >> 3))) & 3;
+}
+
+void quantize_row_turbo4_ref(const float * GGML_RESTRICT x, block_turbo4 * GGML_RESTRICT y, int64_t k) {
+    assert(k % QK_TURBO == 0);
+    uint8_t idx[QK_TURBO];
+    for (int64_t ib = 0; ib < k/QK_TURBO; ++ib) {
+        y[ib].s = turbo_quantize_block(x + ib*QK_TURBO, idx, &turbo_cb4);
+        for (int j = 0; j < 2; ++j) {
+            for (int l = 0; l < 16; ++l) {
+                y[ib].qs[16*j + l] = (uint8_t) (idx[32*j + l] | idx[32*j + l + 16] << 4);
+            }
+        }
+    }
+}
+
+void quantize_row_turbo3_ref(const float * GGML_RESTRICT x, block_turbo3 * GGML_RESTRICT y, int64_t k) {
+    assert(k % QK_TURBO == 0);
+    uint8_t idx[QK_TURBO];
+    for (int64_t ib = 0; ib < k/QK_TURBO; ++ib) {
+        y[ib].s = turbo_quantize_block(x + ib*QK_TURBO, idx, &turbo_cb3);
+        for (int j = 0; j < 2; ++j) {
+            turbo_pack2(idx + 32*j, y[ib].qs + 8*j);
+            uint32_t h = 0;
+            for (int i = 0; i < QK_TURBO_SUB; ++i) {
+                h |= (uint32_t) (idx[32*j + i] >> 2) << i;
+            }
+            for (int b = 0; b < 4; ++b) {
+                y[ib].qh[4*j + b] = (uint8_t) (h >> 8*b);
+            }
+        }
+    }
+}
+
+void quantize_row_turbo2_ref(const float * GGML_RESTRICT x, block_turbo2 * GGML_RESTRICT y, int64_t k) {
+    assert(k % QK_TURBO == 0);
+    uint8_t idx[QK_TURBO];
+    for (int64_t ib = 0; ib < k/QK_TURBO; ++ib) {
+        y[ib].s = turbo_quantize_block(x + ib*QK_TURBO, idx, &turbo_cb2);
+        for (int j = 0; j < 2; ++j) {
+            turbo_pack2(idx + 32*j, y[ib].qs + 8*j);
+        }
+    }
+}
+
+void dequantize_row_turbo4(const block_turbo4 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k) {
+    assert(k % QK_TURBO == 0);
+    for (int64_t ib = 0; ib < k/QK_TURBO; ++ib, y += QK_TURBO) {
+        for (int j = 0; j < 2; ++j) {
+            const float     d  = turbo_scale(x[ib].s, j);
+            const uint8_t * qs = x[ib].qs + 16*j;
+            for (int l = 0; l < 16; ++l) {
+                y[32*j + l]      = d*(float) kvalues_turbo4[qs[l] & 15];
+                y[32*j + l + 16] = d*(float) kvalues_turbo4[qs[l] >> 4];
+            }
+        }
+    }
+}
+
+void dequantize_row_turbo3(const block_turbo3 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k) {
+    assert(k % QK_TURBO == 0);
+    for (int64_t ib = 0; ib < k/QK_TURBO; ++ib, y += QK_TURBO) {
+        for (int j = 0; j < 2; ++j) {
+            const float     d  = turbo_scale(x[ib].s, j);
+            const uint8_t * qs = x[ib].qs + 8*j;
+            const uint8_t * qh = x[ib].qh + 4*j;
+            for (int i = 0; i < QK_TURBO_SUB; ++i) {
+                const int hi = (qh[i >> 3] >> (i & 7)) & 1;
+                y[32*j + i] = d*(float) kvalues_turbo3[turbo_unpack2(qs, i) | hi << 2];
+            }
+        }
+    }
+}
+
+void dequantize_row_turbo2(const block_turbo2 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k) {
+    assert(k % QK_TURBO == 0);
+    for (int64_t ib = 0; ib < k/QK_TURBO; ++ib, y += QK_TURBO) {
+        for (int j = 0; j < 2; ++j) {
+            const float     d  = turbo_scale(x[ib].s, j);
+            const uint8_t * qs = x[ib].qs + 8*j;
+            for (int i = 0; i < QK_TURBO_SUB; ++i) {
+                y[32*j + i] = d*(float) kvalues_turbo2[turbo_unpack2(qs, i)];
+            }
+        }
+    }
+}
+
+// ggml_quantize_chunk entry points: rows are independent, the imatrix is not used
+#define TURBO_QUANTIZE_CHUNK(name, block)                                                         \
+size_t quantize_##name(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, \
+                       int64_t n_per_row, const float * imatrix) {                               \
+    GGML_UNUSED(imatrix);                                                                        \
+    const size_t row_size = ggml_row_size(GGML_TYPE_##block, n_per_row);                         \
+    for (int64_t r = 0; r < nrows; ++r) {                                                        \
+        quantize_row_##name##_ref(src + r*n_per_row, (void *) ((char *) dst + r*row_size), n_per_row); \
+    }                                                                                            \
+    return nrows*row_size;                                                                       \
+}
+
+TURBO_QUANTIZE_CHUNK(turbo2, TURBO2)
+TURBO_QUANTIZE_CHUNK(turbo3, TURBO3)
+TURBO_QUANTIZE_CHUNK(turbo4, TURBO4)
+
+bool ggml_is_turbo(enum ggml_type type) {
+    return type == GGML_TYPE_TURBO2 || type == GGML_TYPE_TURBO3 || type == GGML_TYPE_TURBO4;
+}
+
+void ggml_turbo_signs(int n, float * dst) {
+    GGML_ASSERT(n > 0 && n <= (int) (sizeof(turbo_signs)/sizeof(turbo_signs[0])));
+    for (int i = 0; i < n; ++i) {
+        dst[i] = (float) turbo_signs[i];
+    }
+}

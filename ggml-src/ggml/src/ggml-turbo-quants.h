@@ -1,0 +1,76 @@
+// tqllama: block layouts and reference (de)quantization of the turbo KV-cache types.
+// The contract is docs/FORMAT.md of tqllama; the NumPy reference is its oracle.
+#pragma once
+
+#include "ggml.h"
+#include "ggml-turbo-tables.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define QK_TURBO     64  // values per block
+#define QK_TURBO_SUB 32  // values per sub-block (one scale each)
+
+typedef struct {
+    uint16_t s;                  // shared exponent E (6 bits) + fine scale codes f0, f1 (5 bits each)
+    uint8_t  qs[QK_TURBO/2];     // 4-bit indices, q4_0 order per sub-block
+} block_turbo4;
+
+typedef struct {
+    uint16_t s;
+    uint8_t  qs[QK_TURBO/4];     // low 2 bits of the 3-bit indices
+    uint8_t  qh[QK_TURBO/8];     // high bit, bit i of the 32-bit word of each sub-block
+} block_turbo3;
+
+typedef struct {
+    uint16_t s;
+    uint8_t  qs[QK_TURBO/4];     // 2-bit indices
+} block_turbo2;
+
+#ifdef __cplusplus
+static_assert(sizeof(block_turbo4) == 34, "wrong turbo4 block size");
+static_assert(sizeof(block_turbo3) == 26, "wrong turbo3 block size");
+static_assert(sizeof(block_turbo2) == 18, "wrong turbo2 block size");
+#else
+_Static_assert(sizeof(block_turbo4) == 34, "wrong turbo4 block size");
+_Static_assert(sizeof(block_turbo3) == 26, "wrong turbo3 block size");
+_Static_assert(sizeof(block_turbo2) == 18, "wrong turbo2 block size");
+#endif
+
+// d(k) = M[k & 15] * 2^((k >> 4) - TURBO_EXP_BIAS) for a scale code k in 1..TURBO_KMAX;
+// the power of two is built from its bits: exact, and the same on every backend
+static inline float turbo_k_to_d(int k) {
+    const uint32_t bits = (uint32_t) ((k >> 4) - TURBO_EXP_BIAS + 127) << 23;
+    float p2;
+    memcpy(&p2, &bits, sizeof(p2));
+    return turbo_scale_mant[k & 15] * p2;
+}
+
+// scale of sub-block j (0 or 1) of a block whose scale field is s; 0 for a zero sub-block.
+// Every 16-bit pattern decodes to a finite scale (E <= 63, f <= 31: k <= TURBO_KMAX), so
+// turbo rows need no validation beyond their size.
+static inline float turbo_scale(uint16_t s, int j) {
+    const int f = (s >> (5*j)) & 31;
+    return f == 0 ? 0.0f : turbo_k_to_d(8*(s >> 10) + f);
+}
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+void quantize_row_turbo2_ref(const float * GGML_RESTRICT x, block_turbo2 * GGML_RESTRICT y, int64_t k);
+void quantize_row_turbo3_ref(const float * GGML_RESTRICT x, block_turbo3 * GGML_RESTRICT y, int64_t k);
+void quantize_row_turbo4_ref(const float * GGML_RESTRICT x, block_turbo4 * GGML_RESTRICT y, int64_t k);
+
+void dequantize_row_turbo2(const block_turbo2 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
+void dequantize_row_turbo3(const block_turbo3 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
+void dequantize_row_turbo4(const block_turbo4 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
+
+size_t quantize_turbo2(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
+size_t quantize_turbo3(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
+size_t quantize_turbo4(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,89 @@
+// Checks the turbo CPU kernels against the reference dequantizer.
+//
+// The kernel file is compiled into this program, so one source gives two programs: built
+// with AVX2 it checks the SIMD path, built with -mno-avx2 the scalar fallback.
+// tests/test_kernels.py builds and runs both against the patched tree and libggml-base.
+#include "ggml-cpu/turbo-cpu.c"
+
+#include "ggml-quants.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static double uniform(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return ((rng_state >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+static float gauss(void) {
+    return (float) (sqrt(-2.0*log(uniform())) * cos(6.283185307179586*uniform()));
+}
+
+
+int main(void) {
+    const enum ggml_type types[] = { GGML_TYPE_TURBO2, GGML_TYPE_TURBO3, GGML_TYPE_TURBO4 };
+    int passed = 0, failed = 0;
+
+    for (size_t it = 0; it < sizeof(types)/sizeof(types[0]); ++it) {
+        const enum ggml_type type = types[it];
+        const struct ggml_type_traits * tt = ggml_get_type_traits(type);
+        for (int trial = 0; trial < 300; ++trial) {
+            const int n = 64*(1 + trial % 8);
+            // rows with one scale per sub-block spread over many octaves, zero sub-blocks now and then
+            float x[512], q[512], xd[512], qd[512], y[512], y0[512];
+            for (int i = 0; i < n; ++i) {
+                const int sub = i / 32;
+                const float scale = (trial + sub) % 7 == 3 ? 0.0f : powf(2.0f, (float) ((trial*7 + sub*3) % 41 - 20));
+                x[i] = scale*gauss();
+                q[i] = gauss();
+                y[i] = y0[i] = gauss();
+            }
+            char xq[512/64*64], qq[512/32*34];
+            ggml_quantize_chunk(type, x, xq, 0, 1, n, NULL);
+            quantize_row_q8_0_ref(q, (block_q8_0 *) qq, n);
+            tt->to_float(xq, xd, n);
+            dequantize_row_q8_0((const block_q8_0 *) qq, qd, n);
+
+            double ref = 0.0, mag = 0.0;
+            for (int i = 0; i < n; ++i) {
+                ref += (double) xd[i]*qd[i];
+                mag += fabs((double) xd[i]*qd[i]);
+            }
+            float s = 0.0f;
+            switch (type) {
+                case GGML_TYPE_TURBO2: ggml_vec_dot_turbo2_q8_0(n, &s, 0, xq, 0, qq, 0, 1); break;
+                case GGML_TYPE_TURBO3: ggml_vec_dot_turbo3_q8_0(n, &s, 0, xq, 0, qq, 0, 1); break;
+                default:               ggml_vec_dot_turbo4_q8_0(n, &s, 0, xq, 0, qq, 0, 1); break;
+            }
+            const int dot_ok = fabs(s - ref) <= 1e-5*mag + 1e-30;
+
+            const float v = (float) (uniform() - 0.5);
+            ggml_turbo_get_vec_mad(type)(n, y, xq, v);
+            int mad_ok = 1;
+            for (int i = 0; i < n; ++i) {
+                const double want = (double) y0[i] + (double) v*xd[i];
+                mad_ok &= fabs(y[i] - want) <= 1e-5*(fabs(y0[i]) + fabs(v*xd[i])) + 1e-30;
+            }
+
+            if (dot_ok && mad_ok) {
+                ++passed;
+            } else {
+                ++failed;
+                fprintf(stderr, "%s n=%d trial=%d: dot %s (%g vs %g), mad %s\n", ggml_type_name(type), n, trial,
+                        dot_ok ? "ok" : "FAILED", s, ref, mad_ok ? "ok" : "FAILED");
+            }
+        }
+    }
+#if defined(__AVX2__)
+    printf("turbo kernels (avx2): ");
+#else
+    printf("turbo kernels (scalar): ");
+#endif
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}

@@ -1,0 +1,134 @@
+"""The turbo cache types end to end in the patched tools, on SmolLM2 and synthetic models.
+
+KLD bounds are loose multiples of what a few chunks measure on this machine (see
+docs/BENCHMARKS.md for the 64-chunk figures): they catch a broken kernel or rotation, whose
+KLD is orders of magnitude larger, without flaking on noise.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tqllama import assets
+from tqllama.bench.parse_perplexity import parse_perplexity
+from tqllama.synth import write_model
+
+pytestmark = pytest.mark.slow
+
+CTX = 512
+CHUNKS = 4
+
+# K/V pair -> upper bound on mean KLD against the f16 cache (4 chunks of 512)
+KLD_BOUNDS = {
+    ("q8_0", "q8_0"): 0.02,
+    ("turbo4", "turbo4"): 0.12,
+    ("turbo4", "turbo3"): 0.15,
+    ("turbo3", "turbo3"): 0.35,
+    ("turbo2", "turbo2"): 1.5,
+    ("q8_0", "turbo4"): 0.08,
+    ("q8_0", "turbo3"): 0.10,
+    ("q8_0", "turbo2"): 0.30,
+    ("turbo4", "q8_0"): 0.10,
+    ("turbo3", "f16"): 0.30,
+    ("f16", "turbo2"): 0.30,
+}
+
+
+def run(cmd: list[str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def model() -> Path:
+    return assets.fetch_model("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def text() -> Path:
+    return assets.resolve_text(None)
+
+
+@pytest.fixture(scope="module")
+def base_logits(built_tools, model: Path, text: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("kld") / "f16.kld"
+    proc = run([built_tools.binaries["llama-perplexity"], "-m", str(model), "-f", str(text),
+                "-c", str(CTX), "--chunks", str(CHUNKS), "-t", "2", "-fa", "on",
+                "--kl-divergence-base", str(out)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize(("ctk", "ctv"), list(KLD_BOUNDS))
+def test_kld_against_f16_cache(built_tools, model: Path, text: Path, base_logits: Path,
+                               ctk: str, ctv: str) -> None:
+    proc = run([built_tools.binaries["llama-perplexity"], "-m", str(model), "-f", str(text),
+                "-c", str(CTX), "--chunks", str(CHUNKS), "-t", "2", "-fa", "on",
+                "-ctk", ctk, "-ctv", ctv, "--kl-divergence-base", str(base_logits),
+                "--kl-divergence"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = parse_perplexity(proc.stdout + proc.stderr)
+    assert result.kv_cache.type_k == ctk and result.kv_cache.type_v == ctv
+    assert result.kld is not None
+    assert result.kld.kld_mean.value < KLD_BOUNDS[(ctk, ctv)]
+    assert result.kld.same_top_p_pct.value > 50.0
+
+
+@pytest.mark.parametrize("name", ["turbo2", "turbo3", "turbo4"])
+def test_kv_memory_matches_bits_per_value(built_tools, model: Path, text: Path, name: str) -> None:
+    sizes = {}
+    for ctype in ("f16", name):
+        proc = run([built_tools.binaries["llama-perplexity"], "-m", str(model), "-f", str(text),
+                    "-c", "1024", "--chunks", "1", "-t", "2", "-fa", "on", "-ctk", ctype, "-ctv", ctype])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        sizes[ctype] = parse_perplexity(proc.stdout + proc.stderr).kv_cache.total_mib
+    bpv = {"turbo2": 2.25, "turbo3": 3.25, "turbo4": 4.25}[name]
+    assert sizes[name] / sizes["f16"] == pytest.approx(bpv / 16, rel=0.01)
+
+
+def test_signs_can_be_switched_off(built_tools, model: Path, text: Path, base_logits: Path) -> None:
+    """TQLLAMA_TURBO_SIGNS=0 drops the random signs: a different, still sane, rotation."""
+    results = {}
+    for signs in ("1", "0"):
+        proc = subprocess.run(
+            [built_tools.binaries["llama-perplexity"], "-m", str(model), "-f", str(text),
+             "-c", str(CTX), "--chunks", str(CHUNKS), "-t", "2", "-fa", "on", "-ctk", "turbo3",
+             "-ctv", "turbo3", "--kl-divergence-base", str(base_logits), "--kl-divergence"],
+            capture_output=True, text=True, timeout=600, env={"TQLLAMA_TURBO_SIGNS": signs},
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert ("without random signs" in proc.stderr) == (signs == "0")
+        results[signs] = parse_perplexity(proc.stdout + proc.stderr).kld.kld_mean.value
+    assert results["0"] != results["1"]
+    assert results["0"] < KLD_BOUNDS[("turbo3", "turbo3")]
+
+
+def test_unknown_cache_type_lists_valid_ones(built_tools, model: Path) -> None:
+    proc = run([built_tools.binaries["llama-perplexity"], "-m", str(model), "-ctk", "turbo5"])
+    assert proc.returncode != 0
+    assert "Unsupported cache type: turbo5 (valid: " in proc.stderr
+    assert "turbo4, turbo3, turbo2" in proc.stderr
+
+
+@pytest.mark.parametrize(("head_dim", "n_head", "n_head_kv"), [(64, 4, 2), (128, 4, 1), (256, 2, 2)])
+def test_synthetic_models_run(built_tools, tmp_path: Path, text: Path,
+                              head_dim: int, n_head: int, n_head_kv: int) -> None:
+    path = write_model(tmp_path / "m.gguf", head_dim=head_dim, n_head=n_head, n_head_kv=n_head_kv)
+    for ctk, ctv in (("turbo4", "turbo3"), ("turbo2", "q8_0")):
+        proc = run([built_tools.binaries["llama-perplexity"], "-m", str(path), "-f", str(text),
+                    "-c", "128", "--chunks", "2", "-t", "2", "-fa", "on", "-ctk", ctk, "-ctv", ctv])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        result = parse_perplexity(proc.stdout + proc.stderr)
+        assert result.final_ppl is not None and result.final_ppl.value > 0
+
+
+def test_unsupported_head_size_is_one_line(built_tools, tmp_path: Path, text: Path) -> None:
+    path = write_model(tmp_path / "m96.gguf", head_dim=96, n_head=4, n_head_kv=2)
+    proc = run([built_tools.binaries["llama-perplexity"], "-m", str(path), "-f", str(text),
+                "-c", "128", "--chunks", "1", "-t", "2", "-fa", "on", "-ctk", "turbo4", "-ctv", "turbo4"])
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if "head size 96 is not supported" in line]
+    assert len(lines) == 1
+    assert "turbo" in lines[0] and "q8_0" in lines[0]
