@@ -24,6 +24,9 @@ target_include_directories(ggml-base PUBLIC ggml/include)
 # Like llama.cpp's build-info.cpp: the commit string reaches one small file only.
 add_library(build-info STATIC tools/build-info.c)
 target_compile_definitions(build-info PRIVATE BUILD_COMMIT="${LLAMA_BUILD_COMMIT}")
+if (FAKE_SUFFIX)
+    target_compile_definitions(build-info PRIVATE BUILD_SUFFIX="${FAKE_SUFFIX}")
+endif()
 set(TARGETS llama-server llama-cli llama-perplexity llama-bench)
 if (LLAMA_BUILD_TESTS)
     list(APPEND TARGETS test-backend-ops test-quantize-fns)
@@ -53,6 +56,13 @@ int main(void) {
 }
 """
 
+BUILD_INFO_C = """\
+#ifndef BUILD_SUFFIX
+#define BUILD_SUFFIX ""
+#endif
+const char * build_commit(void) { return BUILD_COMMIT BUILD_SUFFIX; }
+"""
+
 GGML_C = """\
 #include "ggml.h"
 
@@ -70,7 +80,7 @@ FILES = {
     "ggml/include/ggml.h": "int ggml_answer(void);\n",
     "ggml/src/ggml.c": GGML_C,
     "tools/main.c": MAIN_C,
-    "tools/build-info.c": "const char * build_commit(void) { return BUILD_COMMIT; }\n",
+    "tools/build-info.c": BUILD_INFO_C,
     "scripts/run.sh": "#!/bin/sh\necho run\n",
 }
 

@@ -270,3 +270,12 @@ def test_concurrent_build_waits_for_the_running_one(fake: tuple[Path, Glue]) -> 
         assert waiting.is_alive() and not results  # blocked on the lock
     waiting.join(timeout=120)
     assert results and Path(results[0].binaries["llama-cli"]).is_file()
+
+
+@pytest.mark.slow
+def test_removed_cmake_arg_stops_applying(fake: tuple[Path, Glue]) -> None:
+    src, glue = fake
+    with_arg = build(src=src, glue=glue, cmake_args=("-DFAKE_SUFFIX=-extra",))
+    assert "-extra answer" in run(with_arg.binaries["llama-cli"])
+    without = build(src=src, glue=glue)
+    assert "-extra" not in run(without.binaries["llama-cli"])

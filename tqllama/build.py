@@ -45,6 +45,8 @@ DEFAULT_CUDA_ARCH = "90"
 # derived; the commit string below identifies the build instead.
 BUILD_NUMBER = 0
 MIN_FREE_BYTES = 3 * 1024**3
+# In the build dir: the options of the last successful configure.
+_CONFIGURED = "configured.json"
 
 
 @dataclass
@@ -237,9 +239,11 @@ def _build(backend: str, key: str, config: list[str], ghash: str, tests: bool,
     configure = ["cmake", "-S", str(stable), "-B", str(bdir), *generator, *defines]
     compile_ = ["cmake", "--build", str(bdir), "--config", "Release",
                 "-j", str(jobs or os.cpu_count() or 2), "--target", *targets]
+    _forget_stale_configuration(bdir, config, ninja=bool(generator))
     with log.open("w", buffering=1) as log_file:  # line-buffered: `tail -f` follows it
         click.echo("tqllama: configuring with cmake ...", err=True)
         _run_logged(configure, log_file, log, "cmake configure", show_progress=False)
+        (bdir / _CONFIGURED).write_text(json.dumps(config) + "\n")
         click.echo(f"tqllama: building {', '.join(targets)} ...", err=True)
         _run_logged(compile_, log_file, log, "the build", show_progress=True)
 
@@ -264,6 +268,32 @@ def _build(backend: str, key: str, config: list[str], ghash: str, tests: bool,
     )
     manifest.save(manifest_path(backend))
     return manifest
+
+
+def _forget_stale_configuration(bdir: Path, config: list[str], ninja: bool) -> None:
+    """Drop cmake's cache when it would keep settings the new arguments no longer give.
+
+    CMakeCache.txt remembers every -D ever passed, so a removed --cmake-arg would stay in
+    effect; values of the same options (LLAMA_BUILD_TESTS ON/OFF) are simply updated.
+    The objects stay, so ninja still rebuilds only what the new configuration changes.
+    A directory made with another generator cannot be reused at all.
+    """
+    cache = bdir / "CMakeCache.txt"
+    if not cache.exists():
+        return
+    generator = re.search(r"^CMAKE_GENERATOR:INTERNAL=(.*)$", cache.read_text(), re.MULTILINE)
+    if generator and (generator[1] == "Ninja") != ninja:
+        shutil.rmtree(bdir / "CMakeFiles", ignore_errors=True)
+        cache.unlink()
+        return
+    record = bdir / _CONFIGURED
+    previous = json.loads(record.read_text()) if record.is_file() else None
+    if previous is None or _option_names(previous) != _option_names(config):
+        cache.unlink()
+
+
+def _option_names(args: Sequence[str]) -> list[str]:
+    return [a.split("=", 1)[0] if a.startswith("-D") else a for a in args]
 
 
 def sync_tree(new: Path, stable: Path) -> int:
