@@ -81,7 +81,8 @@ def test_kv_memory_matches_bits_per_value(built_tools, model: Path, text: Path, 
     sizes = {}
     for ctype in ("f16", name):
         proc = run([built_tools.binaries["llama-perplexity"], "-m", str(model), "-f", str(text),
-                    "-c", "1024", "--chunks", "1", "-t", "2", "-fa", "on", "-ctk", ctype, "-ctv", ctype])
+                    "-c", "1024", "--chunks", "1", "-t", "2", "-fa", "on",
+                    "-ctk", ctype, "-ctv", ctype])
         assert proc.returncode == 0, proc.stderr[-2000:]
         sizes[ctype] = parse_perplexity(proc.stdout + proc.stderr).kv_cache.total_mib
     bpv = {"turbo2": 2.25, "turbo3": 3.25, "turbo4": 4.25}[name]
@@ -112,7 +113,8 @@ def test_unknown_cache_type_lists_valid_ones(built_tools, model: Path) -> None:
     assert "turbo4, turbo3, turbo2" in proc.stderr
 
 
-@pytest.mark.parametrize(("head_dim", "n_head", "n_head_kv"), [(64, 4, 2), (128, 4, 1), (256, 2, 2)])
+@pytest.mark.parametrize(("head_dim", "n_head", "n_head_kv"),
+                         [(64, 4, 2), (128, 4, 1), (256, 2, 2)])
 def test_synthetic_models_run(built_tools, tmp_path: Path, text: Path,
                               head_dim: int, n_head: int, n_head_kv: int) -> None:
     path = write_model(tmp_path / "m.gguf", head_dim=head_dim, n_head=n_head, n_head_kv=n_head_kv)
@@ -127,7 +129,8 @@ def test_synthetic_models_run(built_tools, tmp_path: Path, text: Path,
 def test_unsupported_head_size_is_one_line(built_tools, tmp_path: Path, text: Path) -> None:
     path = write_model(tmp_path / "m96.gguf", head_dim=96, n_head=4, n_head_kv=2)
     proc = run([built_tools.binaries["llama-perplexity"], "-m", str(path), "-f", str(text),
-                "-c", "128", "--chunks", "1", "-t", "2", "-fa", "on", "-ctk", "turbo4", "-ctv", "turbo4"])
+                "-c", "128", "--chunks", "1", "-t", "2", "-fa", "on",
+                "-ctk", "turbo4", "-ctv", "turbo4"])
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if "head size 96 is not supported" in line]
     assert len(lines) == 1

@@ -39,8 +39,9 @@ def test_kernels_match_reference(built_tools, tmp_path: Path, variant: str) -> N
     flags = ["-march=native"] if variant == "simd" else ["-march=native", "-mno-avx2", "-mno-fma"]
     exe = tmp_path / f"turbo_kernels_{variant}"
     subprocess.run(
-        [cc, "-O2", "-std=gnu11", *flags, "-I", str(src / "src"), "-I", str(src / "src" / "ggml-cpu"),
-         "-I", str(src / "include"), str(HERE / "c" / "turbo_kernels.c"),
+        [cc, "-O2", "-std=gnu11", *flags, "-I", str(src / "src"),
+         "-I", str(src / "src" / "ggml-cpu"), "-I", str(src / "include"),
+         str(HERE / "c" / "turbo_kernels.c"),
          "-L", str(lib_dir), "-lggml-base", "-lm", f"-Wl,-rpath,{lib_dir}", "-o", str(exe)],
         check=True, capture_output=True, text=True,
     )

@@ -32,8 +32,9 @@ def free_port() -> int:
 def server(binary: str, model: Path, log: Path, *args: str) -> Iterator[str]:
     port = free_port()
     with log.open("w") as out:
-        proc = subprocess.Popen([binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-                                 "-t", "2", *args], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([binary, "-m", str(model), "--host", "127.0.0.1",
+                                 "--port", str(port), "-t", "2", *args],
+                                stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -92,6 +93,7 @@ def test_context_shift_within_noise_of_q8_0(built_tools, model: Path, tmp_path: 
     """K-shift un-rotates, applies RoPE and re-rotates turbo keys: the model stays as sure of
     its next token after the shift as with a q8_0 cache (a wrong rotation makes it guess)."""
     binary = built_tools.binaries["llama-server"]
-    conf = {c: shifted_confidence(binary, model, tmp_path / f"{c}.log", c) for c in ("q8_0", "turbo4", "turbo3")}
+    conf = {c: shifted_confidence(binary, model, tmp_path / f"{c}.log", c)
+            for c in ("q8_0", "turbo4", "turbo3")}
     assert conf["turbo4"] > conf["q8_0"] - 0.1, conf
     assert conf["turbo3"] > conf["q8_0"] - 0.15, conf
