@@ -24,12 +24,14 @@ def test_splitmix64_first_outputs() -> None:
 
 
 def test_stream_lengths_and_continuation() -> None:
-    stream = signs.splitmix64_signs(576)
+    stream = signs.splitmix64_signs(640)
     assert list(signs.SIGNS) == stream[:512]
     assert list(signs.QJL_SIGNS) == stream[512:]
+    d2, d3 = signs.qjl_signs()
+    assert d2.tolist() == stream[512:576] and d3.tolist() == stream[576:640]
     assert set(stream) == {-1, 1}
-    # A fair coin: 576 draws stay well inside +-5 sigma of zero.
-    assert abs(sum(stream)) < 5 * 24
+    # A fair coin: 640 draws stay well inside +-5 sigma of zero.
+    assert abs(sum(stream)) < 5 * 26
 
 
 @pytest.mark.parametrize("n", [64, 128, 256])

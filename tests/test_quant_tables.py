@@ -39,7 +39,7 @@ def test_header_symbols() -> None:
         "TURBO_TABLE_BEGIN(int8_t, kvalues_turbo3, 8)",
         "TURBO_TABLE_BEGIN(float, kthresh_turbo2, 3)",
         "TURBO_TABLE_BEGIN(int8_t, turbo_signs, 512)",
-        "TURBO_TABLE_BEGIN(int8_t, turbo_qjl_signs, 64)",
+        "TURBO_TABLE_BEGIN(int8_t, turbo_qjl_signs, 128)",
         "0x1.0b5586p+0f",
     ):
         assert sym in text

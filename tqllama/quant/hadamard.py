@@ -19,8 +19,13 @@ def _check_size(n: int) -> None:
         raise TqError(f"Hadamard size must be a power of two, got {n}")
 
 
-def fwht(rows: np.ndarray) -> np.ndarray:
-    """rows @ H_n for every row (last axis, length n a power of two); keeps the float dtype."""
+def fwht(rows: np.ndarray, normalized: bool = True) -> np.ndarray:
+    """rows @ H_n for every row (last axis, length n a power of two); keeps the float dtype.
+
+    normalized=False leaves out the final 1/sqrt(n): the +-1 Sylvester matrix, whose
+    butterflies (stage h = 1, 2, 4, ...: (a, b) -> (a + b, a - b), one rounding each) are
+    the exact order docs/FORMAT-QJL.md prescribes for the QJL signs.
+    """
     x = np.asarray(rows)
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float64)
@@ -38,7 +43,8 @@ def fwht(rows: np.ndarray) -> np.ndarray:
         np.subtract(v[:, :, 0, :], v[:, :, 1, :], out=w[:, :, 1, :])
         y, out = out, y
         h *= 2
-    y *= y.dtype.type(1.0 / np.sqrt(n))
+    if normalized:
+        y *= y.dtype.type(1.0 / np.sqrt(n))
     return y.reshape(*lead, n)
 
 

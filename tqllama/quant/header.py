@@ -52,6 +52,7 @@ def render() -> str:
         f"#define TURBO_EXP_BIAS {tables.EXP_BIAS}",
         f"#define TURBO_KMAX {tables.KMAX}",
         f"#define TURBO_XMAX {tables.XMAX:.1f}f",
+        f"#define TURBO_QJL_SCALE {_hex_float(tables.qjl_scale())} // docs/FORMAT-QJL.md",
         "",
     ]
     for bits in tables.BITS:

@@ -2,8 +2,9 @@
 
 One splitmix64 stream seeded with "tqllama!" gives every sign the project uses:
 entries 0..511 are `signs` (the D of the randomized Hadamard rotation R = D H D),
-entries 512..575 are `qjl_signs` (the D2 of the QJL projection S = H D2, see
-docs/FORMAT-QJL.md). Pure integer arithmetic: the C tables are generated from here.
+entries 512..639 are `qjl_signs` (D2 = the first 64, D3 = the next 64, of the QJL
+projection S = H D3 H D2, see docs/FORMAT-QJL.md). Pure integer arithmetic: the C
+tables are generated from here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from tqllama.errors import TqError
 
 SEED = 0x7471_6C6C_616D_6121  # "tqllama!" as ASCII, big-endian
 N_SIGNS = 512
-N_QJL_SIGNS = 64
+N_QJL_SIGNS = 128
 
 _MASK = (1 << 64) - 1
 
@@ -46,6 +47,7 @@ def rotation_signs(n: int) -> np.ndarray:
     return np.array(SIGNS[:n], dtype=np.float32)
 
 
-def qjl_signs() -> np.ndarray:
-    """D2 of the QJL projection, one per position of a 64-value block, float32."""
-    return np.array(QJL_SIGNS, dtype=np.float32)
+def qjl_signs() -> tuple[np.ndarray, np.ndarray]:
+    """(D2, D3) of the QJL projection, 64 each, float32."""
+    d = np.array(QJL_SIGNS, dtype=np.float32)
+    return d[:64], d[64:]

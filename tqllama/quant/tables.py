@@ -28,6 +28,8 @@ sits beyond the typical amax of 32 Gaussians once the codebook is Lloyd-shaped.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tqllama.quant.signs import QJL_SIGNS, SIGNS
@@ -76,9 +78,22 @@ def scale_mant() -> np.ndarray:
     return np.array([2.0 ** (i / 16) for i in range(16)], dtype=np.float32)
 
 
+def qjl_scale() -> np.float32:
+    """TURBO_QJL_SCALE = 1 / (64 * 64 * E|u_1|), u uniform on the unit sphere of R^64.
+
+    S = H_64 D3 H_64 D2 has orthonormal rows; for a residual r of random direction
+    E[<S y, sign(S r)>] = 64 E|u_1| <y, r> / |r| exactly, so |r| / (64 E|u_1|) *
+    <S y, sign(S r)> is unbiased. (QJL's sqrt(pi/2)/m is the Gaussian-rows limit, 0.39%
+    larger at m = 64.) The extra 1/64 undoes the two unnormalized +-1 Hadamards Hu = 8 H
+    of docs/FORMAT-QJL.md. E|u_1| = Γ(32) / (sqrt(pi) Γ(32.5)).
+    """
+    mean_abs = math.exp(math.lgamma(32.0) - math.lgamma(32.5)) / math.sqrt(math.pi)
+    return np.float32(1.0 / (64 * 64 * mean_abs))
+
+
 def signs() -> np.ndarray:
     return np.array(SIGNS, dtype=np.int8)
 
 
 def qjl_signs() -> np.ndarray:
-    return np.array(QJL_SIGNS, dtype=np.int8)
+    return np.array(QJL_SIGNS, dtype=np.int8)  # D2 then D3

@@ -139,14 +139,14 @@ def _unpack_2bit(qs: np.ndarray) -> np.ndarray:
     return q.reshape(-1, 2, 32)
 
 
-def _pack_bits(bit: np.ndarray) -> np.ndarray:
+def pack_bits(bit: np.ndarray) -> np.ndarray:
     """(n, 2, 32) bits -> (n, 8) bytes: bit i of the little-endian uint32 of sub-block j."""
     return np.packbits(bit.astype(np.uint8).reshape(-1, 8, 8), axis=-1, bitorder="little")[
         ..., 0
     ].reshape(-1, 8)
 
 
-def _unpack_bits(qh: np.ndarray) -> np.ndarray:
+def unpack_bits(qh: np.ndarray) -> np.ndarray:
     return np.unpackbits(qh.reshape(-1, 8, 1), axis=-1, bitorder="little").reshape(-1, 2, 32)
 
 
@@ -156,10 +156,10 @@ def pack_indices(idx: np.ndarray, bits: int) -> np.ndarray:
         q = idx.reshape(-1, 2, 2, 16).astype(np.uint8)
         return (q[:, :, 0] | q[:, :, 1] << 4).reshape(-1, 32)
     if bits == 3:
-        return np.concatenate((_pack_2bit(idx & 3), _pack_bits(idx >> 2)), axis=1)
+        return np.concatenate((_pack_2bit(idx & 3), pack_bits(idx >> 2)), axis=1)
     if bits == 2:
         return _pack_2bit(idx)
-    return _pack_bits(idx)  # bits == 1 (turbo2_qjl stage 1, docs/FORMAT-QJL.md)
+    return pack_bits(idx)  # bits == 1 (turbo2_qjl stage 1, docs/FORMAT-QJL.md)
 
 
 def unpack_indices(payload: np.ndarray, bits: int) -> np.ndarray:
@@ -167,10 +167,10 @@ def unpack_indices(payload: np.ndarray, bits: int) -> np.ndarray:
         b = payload.reshape(-1, 2, 1, 16)
         return np.concatenate((b & 15, b >> 4), axis=2).reshape(-1, 2, 32)
     if bits == 3:
-        return _unpack_2bit(payload[:, :16]) | _unpack_bits(payload[:, 16:24]) << 2
+        return _unpack_2bit(payload[:, :16]) | unpack_bits(payload[:, 16:24]) << 2
     if bits == 2:
         return _unpack_2bit(payload)
-    return _unpack_bits(payload)
+    return unpack_bits(payload)
 
 
 # ---- the quantizer ---------------------------------------------------------------------
@@ -236,13 +236,3 @@ class TurboQuantMSE:
         d = sub_block_scales(s)
         return (d[:, :, None] * self.cb.values[idx]).reshape(x.shape)
 
-
-def validate_blocks(data: bytes, bits: int) -> bool:
-    """ggml_validate_row_data's rule: invalid when f_j != 0 and 8E + f_j > 535."""
-    q = TurboQuantMSE(bits)
-    if len(data) % q.block_bytes:
-        return False
-    raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, q.block_bytes)
-    s = raw[:, :2].copy().view("<u2")[:, 0].astype(np.int32)
-    f = np.stack((s & 31, (s >> 5) & 31))
-    return not np.any((f != 0) & (8 * (s >> 10) + f > tables.KMAX))

@@ -9,6 +9,7 @@
 #define TURBO_EXP_BIAS 24
 #define TURBO_KMAX 535
 #define TURBO_XMAX 65504.0f
+#define TURBO_QJL_SCALE 0x1.3f98fcp-9f // docs/FORMAT-QJL.md
 
 #define TURBO4_CBMAX 127
 #define TURBO4_SEARCH_LO -3
@@ -77,7 +78,9 @@ TURBO_TABLE_BEGIN(int8_t, turbo_signs, 512)
     1, -1, -1, -1, 1, 1, -1, 1, -1, -1, 1, -1, 1, -1, -1, -1, 1, 1, -1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, 1, 1, -1,
 TURBO_TABLE_END()
 
-TURBO_TABLE_BEGIN(int8_t, turbo_qjl_signs, 64)
+TURBO_TABLE_BEGIN(int8_t, turbo_qjl_signs, 128)
     -1, 1, 1, 1, 1, 1, -1, 1, 1, -1, -1, 1, -1, 1, 1, 1, 1, -1, -1, 1, -1, -1, 1, -1, -1, 1, -1, -1, 1, -1, 1, 1,
     1, 1, -1, 1, 1, 1, -1, -1, 1, -1, 1, -1, -1, 1, -1, 1, 1, 1, -1, -1, 1, 1, 1, -1, 1, -1, 1, 1, 1, -1, 1, 1,
+    1, -1, 1, 1, -1, -1, 1, -1, -1, -1, -1, 1, 1, 1, 1, -1, 1, 1, -1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 1, 1,
+    1, -1, -1, -1, 1, -1, -1, -1, 1, 1, -1, -1, 1, -1, 1, -1, -1, 1, -1, -1, -1, -1, -1, -1, -1, -1, 1, -1, 1, -1, 1, 1,
 TURBO_TABLE_END()
