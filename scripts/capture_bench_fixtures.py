@@ -4,7 +4,9 @@ Usage: python scripts/capture_bench_fixtures.py BIN_DIR [--prefix upstream] [--t
 
 Each fixture `tests/fixtures/bench/<name>.log` gets a sidecar `<name>.cmd` with the exact
 command (model and text as given). Runs are tiny (-c 128, 4 chunks, 2 threads) so the logs
-stay a few KB; stdout and stderr go to one file, as the sweep captures them.
+stay small; stdout and stderr go to one file, as the sweep captures them. llama-perplexity
+runs at `-lv 4`, as the sweep runs it: libllama's own info lines (the KV cache size) are
+hidden at the default verbosity.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def main() -> None:
     ap.add_argument("--no-base", action="store_true", help="skip the f16 base fixtures")
     args = ap.parse_args()
     ppl = [str(args.bin_dir / "llama-perplexity"), "-m", MODEL, "-f", TEXT, "-c", "128", "-t",
-           "2", "-fa", "on"]
+           "2", "-fa", "on", "-lv", "4"]
     bench = [str(args.bin_dir / "llama-bench"), "-m", MODEL, "-p", "64", "-n", "16",
              "-d", "0,256", "-r", "1", "-fa", "1", "-t", "2"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,10 +64,10 @@ def main() -> None:
                 [*ppl, "--chunks", "1", "-ctk", k, "-ctv", v, "--kl-divergence-base", base1,
                  "--kl-divergence"])
         for fmt in args.bench_formats.split(","):
-            capture(f"{prefix}-bench-{k}-{v}.{fmt}", [*bench, "-ctk", k, "-ctv", v, "-o", fmt])
+            capture(f"{prefix}-bench-{k}-{v}-{fmt}", [*bench, "-ctk", k, "-ctv", v, "-o", fmt])
         if not args.no_base:
             # markdown drops the type columns at their default (f16): the parser must cope
-            capture(f"{prefix}-bench-f16-f16.md", [*bench, "-o", "md"])
+            capture(f"{prefix}-bench-f16-f16-md", [*bench, "-o", "md"])
 
 
 if __name__ == "__main__":
