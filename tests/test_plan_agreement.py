@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tqllama.build import Manifest
 from tqllama.ggufinfo import read_gguf
 from tqllama.kvshape import model_shape
 from tqllama.plan import Settings, kv_size, unsupported
@@ -49,16 +50,31 @@ class Logged:
     mib: float  # sum of the size lines' totals
 
 
+def run_logged(cmd: list[str], marker: str) -> str:
+    """stderr of `cmd` once it holds `marker`, its last log line before exiting.
+
+    llama.cpp logs from a worker thread that nobody joins at exit, so the last lines are
+    sometimes lost; the lines before `marker` were flushed if `marker` made it out.
+    """
+    for _ in range(3):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if marker in proc.stderr:
+            return proc.stderr
+    tail = "\n".join(proc.stderr.splitlines()[-15:])
+    raise AssertionError(f"no {marker!r} from {' '.join(cmd)} (exit {proc.returncode}):\n{tail}")
+
+
 def llama_kv(binary: Path, model: Path, ctx: int, type_k: str, type_v: str,
              text: Path) -> Logged:
     """The KV cache llama-perplexity allocates for `-c ctx` (flash attention on)."""
     cmd = [str(binary), "-m", str(model), "-f", str(text), "-c", str(ctx), "--chunks", "1",
-           "-fa", "on", "-ctk", type_k, "-ctv", type_v, "-t", "2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    lines = KV_LINE.findall(proc.stderr)
-    if not lines:
-        tail = "\n".join(proc.stderr.splitlines()[-15:])
-        raise AssertionError(f"no KV size line from {' '.join(cmd)}:\n{tail}")
+           "-fa", "on", "-ctk", type_k, "-ctv", type_v, "-t", "2",
+           # llama.cpp's info lines need verbosity 4; no fitting pass, whose probe
+           # context would log a second set of size lines
+           "-lv", "4", "-fit", "off"]
+    # the scheduler reserves its compute buffers after every cache exists
+    lines = KV_LINE.findall(run_logged(cmd, "compute buffer size"))
+    assert lines, f"no KV size line from {' '.join(cmd)}"
     return Logged(tuple(int(m[1]) for m in lines), sum(float(m[0]) for m in lines))
 
 
@@ -77,20 +93,9 @@ def planned(model: Path, ctx: int, type_k: str, type_v: str) -> tuple[tuple[int,
 
 
 @pytest.fixture(scope="session")
-def perplexity() -> Path:
-    try:
-        from tqllama.build import binary_path  # written by the build work; may not exist yet
-    except ImportError:
-        pytest.skip("tqllama.build (binary_path) is not written yet: no patched llama.cpp")
-    from tqllama.errors import TqError
-
-    try:
-        path = Path(binary_path("llama-perplexity"))
-    except TqError as exc:
-        pytest.skip(f"patched llama.cpp not built ({exc}): run `tqllama build`")
-    if not path.is_file():
-        pytest.skip(f"{path} is missing: run `tqllama build`")
-    return path
+def perplexity(built_tools: Manifest) -> Path:
+    """The patched build's llama-perplexity: it also serves f16, q8_0 and q4_0."""
+    return Path(built_tools.binaries["llama-perplexity"])
 
 
 @pytest.fixture(scope="session")
@@ -138,6 +143,5 @@ def test_refused_head_size_is_refused_by_llama_cpp(perplexity: Path, short_text:
     assert unsupported(model_shape(read_gguf(model)), cache_type(type_k), cache_type("f16"))
     cmd = [str(perplexity), "-m", str(model), "-f", str(short_text), "-c", "512",
            "-fa", "on", "-ctk", type_k, "-ctv", "f16"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "does not divide n_embd_head_k=80" in proc.stderr
+    stderr = run_logged(cmd, "failed to create context")
+    assert "does not divide n_embd_head_k=80" in stderr
