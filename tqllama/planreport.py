@@ -46,8 +46,9 @@ def _describe(plan: Plan) -> list[str]:
 
 
 def to_markdown(plan: Plan, memory_text: str | None) -> str:
-    out = [f"## {plan.model_name}", ""]
-    out += [line + "  " for line in _describe(plan)]
+    lines = _describe(plan)
+    lines[0] = f"**{plan.model_name}**: {lines[0]}"
+    out = [line + "  " for line in lines]
     out += ["", "KV cache in MiB (K + V) at each context (-c):", ""]
     header = ["K/V", *(str(c) for c in plan.contexts)]
     if plan.budget is not None:
