@@ -235,4 +235,3 @@ class TurboQuantMSE:
         s, idx = self.quantize_blocks(x.reshape(-1, QK))
         d = sub_block_scales(s)
         return (d[:, :, None] * self.cb.values[idx]).reshape(x.shape)
-
