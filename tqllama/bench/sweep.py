@@ -225,7 +225,9 @@ def plan(settings: SweepSettings, env: Environment) -> tuple[Run, list[Run]]:
     s = settings
     logits = base_logits.path_for(base_key(s, env))
     ppl = [str(env.perplexity), "-m", env.model.path, "-f", env.text.path, "-c", str(s.ctx),
-           "--chunks", str(s.chunks), "-t", str(s.threads), "-fa", "on", *_backend_args(s)]
+           "--chunks", str(s.chunks), "-t", str(s.threads), "-fa", "on",
+           # libllama's info lines (the KV cache size) show only from verbosity 4 on
+           "-lv", "4", *_backend_args(s)]
     f16 = CachePair("f16", "f16")
     base_params = {"ctx": s.ctx, "chunks": s.chunks, "threads": s.threads, "backend": s.backend}
     base = Run("base", f16, base_params, base_key(s, env),
@@ -374,6 +376,8 @@ def prepare(settings: SweepSettings, progress: Progress) -> Sweep:
         raise TqError(f"unknown backend {s.backend!r}: use one of {', '.join(BACKENDS)}")
     if s.ctx < 8 or s.chunks < 1 or s.threads < 1 or s.reps < 1:
         raise TqError("--ctx, --chunks, --threads and --reps must be positive (ctx at least 8)")
+    if s.n_prompt < 0 or s.n_gen < 0 or (s.depths and not (s.n_prompt or s.n_gen)):
+        raise TqError("--n-prompt and --n-gen must not be negative, nor both 0 with --depths")
     if not s.pairs:
         s = replace(s, pairs=pairs_from(None, []))
     perplexity, bench = tool_path(PERPLEXITY, s), tool_path(BENCH, s)

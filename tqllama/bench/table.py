@@ -138,15 +138,20 @@ def _speed_name(key: SpeedKey) -> str:
     return f"{test} @ d{depth}" if depth else test
 
 
+def _num(x: float | None) -> float | None:
+    """JSON-safe and free of float noise: nan becomes null, six decimals are kept."""
+    return None if x is None or math.isnan(x) else round(x, 6)
+
+
 def _flat(row: PairRow, speed_keys: list[SpeedKey]) -> dict[str, Any]:
     """The row as plain named numbers (csv and json)."""
     def est(name: str, e: Estimate | None) -> dict[str, Any]:
-        return {name: e.value if e else None, f"{name}_err": e.error if e else None}
+        return {name: _num(e.value) if e else None, f"{name}_err": _num(e.error) if e else None}
 
     out: dict[str, Any] = {
         "pair": row.pair.label, "type_k": row.pair.k, "type_v": row.pair.v,
         "bits_k": row.bits_k, "bits_v": row.bits_v, "bits_mean": row.bits_mean,
-        "compression_vs_f16": row.compression, "kv_mib": row.kv_mib,
+        "compression_vs_f16": _num(row.compression), "kv_mib": row.kv_mib,
         **est("ppl", row.ppl), **est("dppl_pct", row.dppl_pct), **est("kld_mean", row.kld_mean),
         "kld_p99": row.kld_p99, **est("same_top_pct", row.same_top_pct),
     }
@@ -155,7 +160,7 @@ def _flat(row: PairRow, speed_keys: list[SpeedKey]) -> dict[str, Any]:
         name = f"{key[0]}_d{key[1]}"
         out[f"{name}_ts"] = s.avg_ts if s else None
         out[f"{name}_ts_err"] = s.stddev_ts if s else None
-        out[f"{name}_ratio"] = s.ratio if s else None
+        out[f"{name}_ratio"] = _num(s.ratio) if s else None
     return out
 
 
@@ -164,15 +169,18 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _markdown(rows: list[PairRow], speed_keys: list[SpeedKey], baseline: CachePair | None) -> str:
-    ratio_note = f" (x {baseline.label})" if baseline else ""
     header = ["K/V", "bits K/V", "bits", "vs f16", "KV MiB", "PPL", "ΔPPL %", "mean KLD",
-              "99% KLD", "same top %", *(f"{_speed_name(k)} t/s{ratio_note}" for k in speed_keys)]
+              "99% KLD", "same top %", *(f"{_speed_name(k)} t/s" for k in speed_keys)]
     right = [False] + [True] * (len(header) - 1)
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---:" if r else "---" for r in right) + "|"]
     for row in rows:
         def pm(e: Estimate | None, spec: str, sign: str = "") -> str:
-            return "–" if e is None else f"{e.value:{sign}{spec}} ± {e.error:{spec}}"
+            if e is None:
+                return "–"
+            # f16 against its own base prints "± nan": there is no spread to show
+            error = "" if math.isnan(e.error) else f" ± {e.error:{spec}}"
+            return f"{e.value:{sign}{spec}}{error}"
 
         bits_kv = f"{_fmt(row.bits_k, 'g')}/{_fmt(row.bits_v, 'g')}"
         cells = [row.pair.label, bits_kv, _fmt(row.bits_mean, ".2f"),
@@ -189,7 +197,12 @@ def _markdown(rows: list[PairRow], speed_keys: list[SpeedKey], baseline: CachePa
                 ratio = f" ({s.ratio:.2f}x)" if s.ratio is not None else ""
                 cells.append(f"{s.avg_ts:.1f}{ratio}")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    notes = ["", "bits: per value, K/V and mean; KV MiB: as llama-perplexity reports it; "
+             "PPL, KLD, same top token: against the f16 cache."]
+    if speed_keys:
+        ratio = f", in brackets the ratio to {baseline.label}" if baseline else ""
+        notes.append(f"t/s: llama-bench tokens/s at KV depth d{ratio}.")
+    return "\n".join(lines + notes) + "\n"
 
 
 def render(records: list[RunRecord], fmt: str = "md",

@@ -1,0 +1,128 @@
+"""Real sweeps on SmolLM2 with llama.cpp tools: resume after Ctrl-C, one-line errors, table.
+
+The tools come from `$TQLLAMA_TEST_BIN_DIR` (any llama.cpp build) or from `tqllama build`;
+without either these tests are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tqllama import assets
+from tqllama.bench.parse_bench import parse_bench
+from tqllama.bench.parse_perplexity import parse_perplexity
+from tqllama.bench.store import Store
+from tqllama.errors import TqError
+
+pytestmark = pytest.mark.slow
+
+
+def _bin_dir() -> Path:
+    env = os.environ.get("TQLLAMA_TEST_BIN_DIR")
+    if env:
+        return Path(env)
+    from tqllama.build import binary_path
+
+    try:
+        return binary_path("llama-perplexity").parent
+    except TqError:
+        pytest.skip("no llama.cpp tools: run `tqllama build` or set TQLLAMA_TEST_BIN_DIR")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """A sweep small enough for a test: 2 pairs, 2 chunks of 128, one depth, short tests."""
+    return ["bench", "sweep", "--bin-dir", str(_bin_dir()),
+            "--model", str(assets.fetch_model("smollm2-135m")), "--text",
+            str(assets.resolve_text(None)), "--cache", "q8_0/q8_0", "--cache", "q4_0/q4_0",
+            "--ctx", "128", "--chunks", "2", "--depths", "0", "--n-prompt", "32", "--n-gen", "8",
+            "--reps", "1", "--threads", "2"]
+
+
+def _tqllama(args: list[str], cache: Path, **kw) -> subprocess.Popen[str]:
+    env = {**os.environ, "TQLLAMA_CACHE": str(cache)}
+    return subprocess.Popen([sys.executable, "-c", "from tqllama.cli import main; main()", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            **kw)
+
+
+def _lines(results: Path) -> list[str]:
+    return results.read_text().splitlines() if results.is_file() else []
+
+
+def test_interrupted_sweep_resumes_without_repeating(tiny: list[str], tmp_path: Path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    results = out / "results.jsonl"
+    proc = _tqllama([*tiny, "--out", str(out)], cache)
+    deadline = time.monotonic() + 600
+    while not _lines(results):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no run finished in 10 minutes"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C, to the sweep only: it must stop its tool
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "interrupted" in err and "run the same command again" in err
+    first = _lines(results)
+    assert 1 <= len(first) < 5
+    assert not list((cache / "kld-base").glob("*.partial"))
+
+    again = _tqllama([*tiny, "--out", str(out)], cache)
+    table, err = again.communicate(timeout=1200)
+    assert again.returncode == 0, err
+    final = _lines(results)
+    assert final[: len(first)] == first  # kept as it was, appended after
+    keys = [json.loads(line)["key"] for line in final]
+    assert len(keys) == len(set(keys)) == 5  # base, 2 KLD, 2 bench: nothing ran twice
+    finished = [ln for ln in err.splitlines() if re.match(r"\[\d+/\d+\] .*  \d+:\d\d  ", ln)]
+    assert len(finished) == 5 - len(first)  # only what was missing ran
+    assert "] base" not in err  # the base logits of the first attempt were reused
+
+    # The table shows the numbers of the logs the store points at.
+    records = Store(out).load()
+    kld = next(r for r in records.values() if r.kind == "kld" and r.type_k == "q4_0")
+    from_log = parse_perplexity((out / kld.log).read_text())
+    assert from_log == kld.perplexity and from_log.kld is not None  # 2 x 63 tokens scored
+    bench = next(r for r in records.values() if r.kind == "bench" and r.type_k == "q4_0")
+    assert tuple(parse_bench((out / bench.log).read_text(), "jsonl", 2)) == bench.bench
+    row = next(line for line in table.splitlines() if line.startswith("| q4_0/q4_0"))
+    assert f"{from_log.kld.kld_mean.value:.6f}" in row
+    assert f"{bench.bench[0].avg_ts:.1f}" in row and "(1.00x)" in table
+
+    # Everything is stored: a third run runs nothing.
+    third = _tqllama([*tiny, "--out", str(out)], cache)
+    _, err = third.communicate(timeout=300)
+    assert third.returncode == 0 and "4 of 4 runs already stored" in err  # (plus the base)
+    assert _lines(results) == final
+
+
+def _one_line_error(proc: subprocess.Popen[str]) -> str:
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("tqllama: error: ") and "Traceback" not in err
+    return lines[-1]
+
+
+def test_text_too_short_says_what_to_do(tiny: list[str], tmp_path: Path):
+    short = tmp_path / "short.txt"
+    short.write_text("Too short to score. " * 5)
+    args = [*tiny, "--text", str(short), "--out", str(tmp_path / "out")]
+    line = _one_line_error(_tqllama(args, tmp_path / "cache"))
+    assert "too short" in line and "--ctx" in line and "log:" in line
+
+
+def test_unknown_cache_type_lists_the_builds_types(tiny: list[str], tmp_path: Path):
+    args = [*tiny, "--cache", "q4_0/turbo9", "--out", str(tmp_path / "out")]
+    line = _one_line_error(_tqllama(args, tmp_path / "cache"))
+    assert "turbo9" in line and "q8_0" in line and "iq4_nl" in line
+    assert not (tmp_path / "out").exists()
