@@ -26,12 +26,12 @@ def test_matches_gguf_reader(tmp_path: Path) -> None:
 
 
 def test_weight_bytes_is_the_tensor_data(tmp_path: Path) -> None:
-    path = write_model(tmp_path / "m.gguf", dtype="f32", n_embd=256, n_vocab=300)
+    path = write_model(tmp_path / "m.gguf", dtype="f32", n_embd=256, n_vocab=400)
     g = read_gguf(path)
     # file = header + aligned tensor data; the header of this model is well under 64 KiB
     assert 0 < path.stat().st_size - g.weight_bytes < 64 * 1024
     embd = next(t for t in g.tensors if t.name == "token_embd.weight")
-    assert embd.shape == (256, 300) and embd.n_bytes == 256 * 300 * 4
+    assert embd.shape == (256, 400) and embd.n_bytes == 256 * 400 * 4
 
 
 def test_not_a_gguf_file(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 Tests use them to run llama.cpp on head sizes 64/128/256 (and unsupported ones like 80),
 GQA, sliding-window layers (gemma3) and MLA (deepseek2), in files of a few MB. The
 tokenizer is a minimal SentencePiece ("llama") vocab: <unk>, <s>, </s>, the 256 byte
-tokens that byte fallback needs (so any text tokenizes), then filler pieces.
+tokens that byte fallback needs (so any text tokenizes), the space marker and printable
+ASCII, then filler pieces.
 Same arguments and seed give the same bytes.
 """
 
@@ -20,7 +21,7 @@ from tqllama.errors import TqError
 
 ARCHS = ("llama", "gemma3", "deepseek2")
 
-_N_SPECIAL = 3 + 256  # <unk> <s> </s> and <0x00>..<0xFF>
+_N_FIXED = 3 + 256 + 1 + 94  # <unk> <s> </s>, <0x00>..<0xFF>, the space marker, ASCII 33-126
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Spec:
     n_head: int = 4
     n_head_kv: int | None = None  # GQA when smaller than n_head; default n_head
     head_dim: int | None = None
-    n_ff: int | None = None  # default 2 * n_embd
+    n_ff: int | None = None  # default n_embd: the FFN does not matter for the cache
     n_vocab: int = 512
     n_ctx_train: int = 8192
     dtype: str = "f16"  # matrices; norms are always f32, as convert_hf_to_gguf writes them
@@ -53,7 +54,7 @@ class Spec:
 
     @property
     def ff(self) -> int:
-        return self.n_ff or 2 * self.n_embd
+        return self.n_ff or self.n_embd
 
 
 def write_model(path: str | Path, **fields: object) -> Path:
@@ -136,8 +137,8 @@ def _check(spec: Spec) -> None:
         raise TqError(f"n_head {spec.n_head} is not a multiple of n_head_kv {spec.kv_heads}")
     if spec.sliding_window and spec.arch != "gemma3":
         raise TqError("sliding_window needs arch='gemma3' (llama has no sliding-window layers)")
-    if spec.n_vocab <= _N_SPECIAL:
-        raise TqError(f"n_vocab must exceed {_N_SPECIAL} (special and byte tokens)")
+    if spec.n_vocab < _N_FIXED:
+        raise TqError(f"n_vocab must be at least {_N_FIXED} (special, byte and ASCII tokens)")
 
 
 MatFn = Callable[..., None]
@@ -202,6 +203,11 @@ def _add_vocab(w: GGUFWriter, n_vocab: int) -> None:
     tokens = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256))]
     types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL]
     types += [TokenType.BYTE] * 256
+    # the space marker and printable ASCII as pieces: llama.cpp's byte fallback is
+    # quadratic in the text (6+ minutes for WikiText-2 test), pieces keep it at a second
+    pieces = ["\u2581", *(chr(c) for c in range(33, 127))]
+    tokens += pieces
+    types += [TokenType.NORMAL] * len(pieces)
     tokens += [f"\u2581w{i}" for i in range(n_vocab - len(tokens))]
     types += [TokenType.NORMAL] * (n_vocab - len(types))
     w.add_tokenizer_model("llama")
