@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
-from gguf import GGUFReader
+from gguf import GGUFReader, GGUFWriter
 
 from tqllama.errors import TqError
 from tqllama.ggufinfo import read_gguf
@@ -53,3 +54,28 @@ def test_truncated_file(tmp_path: Path, keep: int) -> None:
     path.write_bytes(whole[:keep])
     with pytest.raises(TqError, match="damaged or truncated"):
         read_gguf(path)
+
+
+def write_split(tmp_path: Path) -> list[Path]:
+    # three parts of two, two and one 4x8 f32 tensors, as llama-gguf-split names them
+    w = GGUFWriter(tmp_path / "m.gguf", "llama", split_max_tensors=2)
+    w.add_block_count(1)
+    for i in range(5):
+        w.add_tensor(f"t{i}", np.ones((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return [tmp_path / f"m-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+
+
+def test_split_model_sums_all_parts(tmp_path: Path) -> None:
+    first, _, last = write_split(tmp_path)
+    g = read_gguf(first)
+    assert [t.name for t in g.tensors] == [f"t{i}" for i in range(5)]
+    assert g.weight_bytes == 5 * 4 * 8 * 4 and g.metadata["llama.block_count"] == 1
+    with pytest.raises(TqError, match="pass the first part"):
+        read_gguf(last)
+    last.unlink()
+    with pytest.raises(TqError, match=r"m-00003-of-00003\.gguf does not exist"):
+        read_gguf(first)

@@ -9,6 +9,7 @@ takes the value-type enum and the ggml block sizes from the `gguf` package.
 from __future__ import annotations
 
 import mmap
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,8 +108,27 @@ class _Cursor:
 
 
 def read_gguf(path: str | Path) -> GgufFile:
-    """Metadata and tensor infos of the GGUF file at `path`; TqError if it is not one."""
-    path = Path(path)
+    """Metadata and tensor infos of the GGUF model at `path`; TqError if it is not one.
+
+    For a split model (`name-00001-of-00003.gguf`, as llama-gguf-split writes it) pass the
+    first file: the tensors of the others are added, the metadata is the first file's.
+    """
+    first = _read_one(Path(path))
+    n_split = int(first.metadata.get("split.count", 1))
+    if n_split <= 1:
+        return first
+    m = re.fullmatch(r"(.*)-00001-of-(\d{5})\.gguf", first.path.name)
+    if m is None or int(m.group(2)) != n_split:
+        raise TqError(f"{first.path} is one part of a {n_split}-file split model: pass the "
+                      f"first part, named like <name>-00001-of-{n_split:05d}.gguf")
+    tensors = list(first.tensors)
+    for i in range(2, n_split + 1):
+        part = first.path.with_name(f"{m.group(1)}-{i:05d}-of-{n_split:05d}.gguf")
+        tensors += _read_one(part).tensors
+    return GgufFile(first.path, first.metadata, tuple(tensors))
+
+
+def _read_one(path: Path) -> GgufFile:
     try:
         with path.open("rb") as fh:
             if fh.read(4) != _MAGIC:
