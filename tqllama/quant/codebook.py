@@ -105,8 +105,13 @@ def relative_mse(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(err / (x64**2).sum(axis=-1)))
 
 
+def _quantizer(values: np.ndarray, search: tuple[int, int]) -> TurboQuantMSE:
+    """The exact turbo rule with a candidate codebook (float values allowed)."""
+    return TurboQuantMSE(len(values).bit_length() - 1, Codebook(values, search))
+
+
 def codebook_mse(values: np.ndarray, search: tuple[int, int], x: np.ndarray) -> float:
-    q = TurboQuantMSE(0, Codebook(values, search))
+    q = _quantizer(values, search)
     return relative_mse(x, q.roundtrip(x))
 
 
@@ -117,8 +122,7 @@ def _symmetric(c: np.ndarray) -> np.ndarray:
 def _lloyd_step(values: np.ndarray, search: tuple[int, int], x: np.ndarray) -> np.ndarray:
     """One Lloyd update for a fixed assignment: c_i = sum(d x) / sum(d^2) over its cell,
     with the rows weighted by 1 / row variance (the objective is relative MSE)."""
-    q = TurboQuantMSE(0, Codebook(values, search))
-    s, idx = q.quantize_blocks(x)
+    s, idx = _quantizer(values, search).quantize_blocks(x)
     d = np.repeat(sub_block_scales(s).astype(np.float64), QS, axis=1).reshape(-1)
     wrow = 1.0 / np.maximum((x.astype(np.float64) ** 2).mean(axis=1), 1e-300)
     w = np.repeat(wrow, QK)

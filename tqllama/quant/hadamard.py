@@ -60,7 +60,7 @@ def hadamard_matrix(n: int) -> np.ndarray:
 def rotate(rows: np.ndarray) -> np.ndarray:
     """rows @ R_n with R_n = D_n H_n D_n (FORMAT.md); R_n is symmetric and its own inverse."""
     x = np.asarray(rows)
-    d = rotation_signs(x.shape[-1]).astype(
-        x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
-    )
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    d = rotation_signs(x.shape[-1]).astype(x.dtype)
     return fwht(x * d) * d

@@ -16,7 +16,7 @@ from tqllama.quant import tables
 
 QK = 64  # values per block
 QS = 32  # values per sub-block
-CHUNK = 1 << 15  # blocks per vectorized pass: bounds the working memory (~10 MB)
+CHUNK = 1 << 15  # blocks per vectorized pass: bounds the working memory (tens of MB)
 
 F32 = np.float32
 _M = tables.scale_mant()
