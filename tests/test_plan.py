@@ -201,6 +201,8 @@ def test_cli_flags_unsupported_heads(tmp_path: Path) -> None:
     (["--memory", "lots"], "cannot read memory size 'lots'"),
     (["--cache", "f16/q7"], "unknown KV-cache type 'q7'"),
     (["--ctx", "big"], "cannot read context size 'big'"),
+    (["--parallel", "0"], "llama.cpp takes 1 to 256 sequences"),
+    (["--ubatch", "0"], "--ubatch 0 is not positive"),
 ])
 def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     model = write_model(tmp_path / "m.gguf")

@@ -98,7 +98,6 @@ class Layer:
 @dataclass(frozen=True)
 class ModelShape:
     arch: str
-    n_embd: int
     n_head: int
     layers: tuple[Layer, ...]  # every block, n_layer_all of them
     n_trunk: int  # n_layer(): the blocks llama.cpp checks head sizes on
@@ -158,7 +157,6 @@ def model_shape(gguf: GgufFile) -> ModelShape:
     mla = all(md.int(f"attention.{k}_length_mla", 0) != 0 for k in ("key", "value"))
     return ModelShape(
         arch=arch,
-        n_embd=n_embd,
         n_head=n_head[0],
         layers=layers,
         n_trunk=n_trunk,

@@ -38,6 +38,7 @@ DEFAULT_PAIRS: tuple[tuple[str, str], ...] = (
 
 CTX_PAD = 256  # llama_context and the SWA cache both round cells up to this
 MAX_CTX = 1 << 24  # search bound for the longest context that fits
+MAX_SEQ = 256  # LLAMA_MAX_SEQ (src/llama-cparams.h)
 
 
 @dataclass(frozen=True)
@@ -211,8 +212,10 @@ class Plan:
 def make_plan(shape: ModelShape, model_name: str, contexts: Sequence[int],
               pairs: Sequence[tuple[CacheType, CacheType]], settings: Settings,
               budget: int | None) -> Plan:
-    if settings.n_seq < 1:
-        raise TqError(f"--parallel {settings.n_seq} is not positive: pass 1 or more")
+    if not 1 <= settings.n_seq <= MAX_SEQ:
+        raise TqError(f"--parallel {settings.n_seq}: llama.cpp takes 1 to {MAX_SEQ} sequences")
+    if settings.n_ubatch < 1:
+        raise TqError(f"--ubatch {settings.n_ubatch} is not positive: pass e.g. 512")
     out = []
     for type_k, type_v in pairs:
         problem = unsupported(shape, type_k, type_v)
