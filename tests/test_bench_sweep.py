@@ -126,3 +126,21 @@ def test_unknown_cache_type_lists_the_builds_types(tiny: list[str], tmp_path: Pa
     line = _one_line_error(_tqllama(args, tmp_path / "cache"))
     assert "turbo9" in line and "q8_0" in line and "iq4_nl" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_tool_crash_names_the_log(tiny: list[str], tmp_path: Path):
+    # A well-formed GGUF header with no weights: tqllama reads it, llama.cpp cannot load it.
+    import gguf
+
+    not_a_model = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(not_a_model), "llama")
+    writer.add_token_list(["a", "b"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    args = [*tiny, "--model", str(not_a_model), "--out", str(tmp_path / "out")]
+    line = _one_line_error(_tqllama(args, tmp_path / "cache"))
+    assert "llama-perplexity exited with" in line and "log: " in line
+    log = Path(line.rsplit("log: ", 1)[1].rstrip(")"))
+    assert log.is_file() and log.parent.parent == tmp_path / "out"

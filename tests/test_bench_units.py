@@ -12,6 +12,7 @@ from tqllama.bench import base_logits
 from tqllama.bench.plot import pareto_front
 from tqllama.bench.presets import PRESETS, CachePair, preset
 from tqllama.bench.progress import Progress
+from tqllama.bench.runner import ToolError, run_logged
 from tqllama.bench.sweep import load_config, pairs_from, parse_depths
 from tqllama.errors import TqError
 from tqllama.types import CACHE_TYPES, TURBO2, TURBO3, TURBO4, cache_type
@@ -131,3 +132,17 @@ def test_progress_eta_from_finished_runs_of_the_same_group():
 def test_pareto_front():
     points = [(2.25, 0.3), (3.25, 0.08), (4.25, 0.02), (4.5, 0.045), (4.5, 0.04), (8.5, 0.004)]
     assert pareto_front(points) == [(2.25, 0.3), (3.25, 0.08), (4.25, 0.02), (8.5, 0.004)]
+
+
+def test_run_logged_keeps_both_streams_and_reports_a_failure(tmp_path: Path):
+    log = tmp_path / "logs" / "x.log"
+    ok = run_logged(["sh", "-c", "echo out; echo err >&2"], log)
+    assert ok >= 0 and log.read_text().splitlines()[1:] == ["out", "err"]
+    with pytest.raises(ToolError) as exc:
+        run_logged(["sh", "-c", "echo loading; echo 'error: failed to load model' >&2; exit 3"],
+                   log)
+    msg = str(exc.value)
+    assert "exited with 3" in msg and "failed to load model" in msg and str(log) in msg
+    assert "\n" not in msg
+    with pytest.raises(ToolError, match="--bin-dir"):
+        run_logged([str(tmp_path / "no-such-tool")], log)

@@ -14,22 +14,29 @@ from tqllama.errors import TqError
 # How often the caller's progress callback runs while a tool works.
 _TICK_SECONDS = 1.0
 _TAIL_LINES = 3
+_HEADER = "# "
 
 
 class ToolError(TqError):
     """A llama.cpp tool exited with an error; the message ends with its log's path."""
 
 
-def tail(log: Path, lines: int = _TAIL_LINES) -> str:
-    """The last non-empty lines of a log, joined into one line."""
+def _tool_output(log: Path) -> str:
+    """What the tool wrote to its log (without the command line run_logged puts first)."""
     text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
-    kept = [ln.strip() for ln in text.splitlines() if ln.strip()][-lines:]
-    return " | ".join(kept)
+    return text.split("\n", 1)[1] if text.startswith(_HEADER) else text
+
+
+def tail(log: Path, lines: int = _TAIL_LINES) -> str:
+    """The last non-empty lines the tool wrote, joined into one line."""
+    kept = [ln.strip() for ln in _tool_output(log).splitlines() if ln.strip()][-lines:]
+    # llama.cpp logs from a thread and can exit before it writes anything.
+    return " | ".join(kept) or "it printed nothing"
 
 
 def diagnose(log: Path) -> str | None:
     """A message that says what to do for the failures a user can fix from the command line."""
-    text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
+    text = _tool_output(log)
     short = re.search(r"you need at least (\d+) tokens to evaluate perplexity with a context "
                       r"of (\d+)", text)
     if short:
@@ -60,7 +67,7 @@ def run_logged(
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with log.open("w", encoding="utf-8") as fh:
-        fh.write(f"# {shlex.join(cmd)}\n")
+        fh.write(f"{_HEADER}{shlex.join(cmd)}\n")
         fh.flush()
         try:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,

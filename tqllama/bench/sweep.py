@@ -310,23 +310,20 @@ class Sweep:
         log = self.store.log_path(run.log_name())
         self.progress.begin(run.label)
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        if run.kind == "base":
-            seconds, result = self._run_base(run, log)
-            fields: dict[str, Any] = {"perplexity": result}
-            summary = f"PPL {result.final_ppl.value:.4f}" if result.final_ppl else ""
+        fields: dict[str, Any]
+        if run.kind == "bench":
+            expected = (self.settings.n_prompt > 0) + (self.settings.n_gen > 0)
+            seconds, rows = self._run_parsed(
+                run.command, log, lambda t: parse_bench(t, "jsonl", expected))
+            fields = {"bench": tuple(rows)}
+            summary = "  ".join(f"{r.test} {r.avg_ts:.1f} t/s" for r in rows)
         else:
-            seconds = run_logged(run.command, log, on_tick=self.progress.tick)
-            if run.kind == "kld":
-                result = _parse_log(log, parse_perplexity)
-                _check_chunks(result, self.settings, log)
-                base_logits.touch(base_logits.path_for(self.base.key))
-                fields = {"perplexity": result}
-                summary = _kld_summary(result)
-            else:
-                expected = (self.settings.n_prompt > 0) + (self.settings.n_gen > 0)
-                rows = _parse_log(log, lambda t: parse_bench(t, "jsonl", expected))
-                fields = {"bench": tuple(rows)}
-                summary = "  ".join(f"{r.test} {r.avg_ts:.1f} t/s" for r in rows)
+            # KLD runs read their chunks from the base logits, whose count _run_base checked.
+            seconds, result = (self._run_base(run, log) if run.kind == "base"
+                               else self._run_parsed(run.command, log, parse_perplexity))
+            base_logits.touch(base_logits.path_for(self.base.key))
+            fields = {"perplexity": result}
+            summary = _kld_summary(result)
         self.store.append(RunRecord(
             key=run.key, kind=run.kind, type_k=run.pair.k, type_v=run.pair.v,
             params=run.params, command=run.command, build_id=self.env.build_id,
@@ -335,6 +332,24 @@ class Sweep:
             log=str(log.relative_to(self.store.root)), started=started,
             seconds=round(seconds, 2), **fields))
         self.progress.end(run.group, run.label, seconds, summary)
+
+    def _run_parsed(self, command: list[str], log: Path, parse: Callable[[str], Any],
+                    ) -> tuple[float, Any]:
+        """Run a tool and parse its log; once more when a successful run's log lacks its end.
+
+        llama.cpp's tools log from a thread that is not joined at exit
+        (ggml-org/llama.cpp#22142), so a run can succeed and lose its last lines; the
+        rerun gives the same numbers.
+        """
+        seconds = run_logged(command, log, on_tick=self.progress.tick)
+        try:
+            return seconds, _parse_log(log, parse)
+        except ParseError as exc:
+            if diagnose(log) is not None:
+                raise
+            self.progress.note(f"incomplete log ({exc}); running it again")
+        seconds = run_logged(command, log, on_tick=self.progress.tick)
+        return seconds, _parse_log(log, parse)
 
     def _run_base(self, run: Run, log: Path) -> tuple[float, PerplexityResult]:
         from tqllama.ggufinfo import read_gguf
@@ -348,8 +363,7 @@ class Sweep:
         partial = target.with_suffix(".partial")
         command = [partial.as_posix() if a == str(target) else a for a in run.command]
         try:
-            seconds = run_logged(command, log, on_tick=self.progress.tick)
-            result = _parse_log(log, parse_perplexity)
+            seconds, result = self._run_parsed(command, log, parse_perplexity)
             _check_chunks(result, self.settings, log)
         except BaseException:
             partial.unlink(missing_ok=True)
@@ -361,6 +375,8 @@ class Sweep:
 
 
 def _kld_summary(result: PerplexityResult) -> str:
+    if result.final_ppl is not None:  # the base run
+        return f"PPL {result.final_ppl.value:.4f}"
     if result.kld is not None:
         k = result.kld
         return (f"PPL {k.ppl_q.value:.4f}  KLD {k.kld_mean.value:.6f}  "
