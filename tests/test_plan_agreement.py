@@ -65,28 +65,29 @@ def run_logged(cmd: list[str], marker: str) -> str:
 
 
 def llama_kv(binary: Path, model: Path, ctx: int, type_k: str, type_v: str,
-             text: Path) -> Logged:
+             text: Path, unified: bool = False) -> Logged:
     """The KV cache llama-perplexity allocates for `-c ctx` (flash attention on)."""
     cmd = [str(binary), "-m", str(model), "-f", str(text), "-c", str(ctx), "--chunks", "1",
            "-fa", "on", "-ctk", type_k, "-ctv", type_v, "-t", "2",
            # llama.cpp's info lines need verbosity 4; no fitting pass, whose probe
            # context would log a second set of size lines
-           "-lv", "4", "-fit", "off"]
+           "-lv", "4", "-fit", "off", *(["-kvu"] if unified else [])]
     # the scheduler reserves its compute buffers after every cache exists
     lines = KV_LINE.findall(run_logged(cmd, "compute buffer size"))
     assert lines, f"no KV size line from {' '.join(cmd)}"
     return Logged(tuple(int(m[1]) for m in lines), sum(float(m[0]) for m in lines))
 
 
-def perplexity_settings(ctx: int) -> tuple[int, Settings]:
+def perplexity_settings(ctx: int, unified: bool) -> tuple[int, Settings]:
     """llama-perplexity's context: n_parallel = max(1, n_batch / ctx), n_ctx = n_parallel * ctx."""
     n_seq = max(1, 2048 // ctx)
-    return n_seq * ctx, Settings(n_seq=n_seq)
+    return n_seq * ctx, Settings(n_seq=n_seq, unified=unified)
 
 
-def planned(model: Path, ctx: int, type_k: str, type_v: str) -> tuple[tuple[int, ...], float]:
+def planned(model: Path, ctx: int, type_k: str, type_v: str,
+            unified: bool = False) -> tuple[tuple[int, ...], float]:
     shape = model_shape(read_gguf(model))
-    n_ctx, settings = perplexity_settings(ctx)
+    n_ctx, settings = perplexity_settings(ctx, unified)
     size = kv_size(shape, cache_type(type_k), cache_type(type_v), n_ctx, settings)
     cells = (size.cells, size.swa_cells) if shape.n_swa else (size.cells,)
     return cells, size.total_bytes / MIB
@@ -133,6 +134,18 @@ def test_plan_matches_llama_cpp(perplexity: Path, models: dict[str, Path], short
     assert logged.cells == cells
     assert mib == pytest.approx(logged.mib, rel=0.01)
     assert abs(mib - logged.mib) <= 0.005 * len(cells) + 1e-9
+
+
+@pytest.mark.parametrize("name", ["gqa-head128", "swa-gemma3"])
+@pytest.mark.parametrize("pair", ["f16/f16", "q8_0/q8_0", "turbo4/turbo3"])
+def test_unified_cache_matches_llama_cpp(perplexity: Path, models: dict[str, Path],
+                                         short_text: Path, name: str, pair: str) -> None:
+    # -c 512: four sequences in one stream; the window grows to 4 x 300 + 512
+    type_k, type_v = pair.split("/")
+    logged = llama_kv(perplexity, models[name], 512, type_k, type_v, short_text, unified=True)
+    cells, mib = planned(models[name], 512, type_k, type_v, unified=True)
+    assert logged.cells == cells
+    assert mib == pytest.approx(logged.mib, rel=0.01)
 
 
 @pytest.mark.parametrize("type_k", ["turbo4", "q8_0"])
