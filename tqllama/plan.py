@@ -83,8 +83,6 @@ def cells(shape: ModelShape, ctx: int, settings: Settings) -> tuple[int, int, in
         n_stream, n_ctx_seq = 1, n_ctx
     else:
         n_stream, n_ctx_seq = settings.n_seq, _pad(n_ctx // settings.n_seq)
-    if n_ctx_seq == 0:
-        raise TqError(f"context {ctx} is too small for {settings.n_seq} sequences: raise --ctx")
     if shape.n_swa == 0:
         return n_stream, n_ctx_seq, 0
     if settings.swa_full:

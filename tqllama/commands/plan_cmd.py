@@ -25,7 +25,8 @@ from tqllama.types import cache_type
               help="Parallel sequences (-np): each gets its own cache stream.")
 @click.option("--kv-unified", is_flag=True, help="One cache stream shared by all sequences (-kvu).")
 @click.option("--ubatch", type=int, default=512, show_default=True,
-              help="Physical batch (-ub); sizes sliding-window layers.")
+              help="Physical batch (-ub, with -b at least as large); sizes sliding-window "
+                   "layers.")
 @click.option("--swa-full", is_flag=True, help="Sliding-window layers keep the full context.")
 @click.option("--cache", "cache_pairs", multiple=True, metavar="K/V",
               help="A K/V cache-type pair, e.g. turbo4/turbo3 (repeatable). "
