@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from tqllama.bench import base_logits
+from tqllama.bench.logtext import ParseError
+from tqllama.bench.parse_perplexity import parse_perplexity
 from tqllama.bench.plot import pareto_front
 from tqllama.bench.presets import PRESETS, CachePair, preset
 from tqllama.bench.progress import Progress
-from tqllama.bench.runner import ToolError, run_logged
+from tqllama.bench.runner import ToolError, diagnose, run_logged
 from tqllama.bench.sweep import load_config, pairs_from, parse_depths
 from tqllama.errors import TqError
 from tqllama.types import CACHE_TYPES, TURBO2, TURBO3, TURBO4, cache_type
@@ -146,3 +148,21 @@ def test_run_logged_keeps_both_streams_and_reports_a_failure(tmp_path: Path):
     assert "\n" not in msg
     with pytest.raises(ToolError, match="--bin-dir"):
         run_logged([str(tmp_path / "no-such-tool")], log)
+
+
+ERRORS = Path(__file__).parent / "fixtures" / "bench" / "errors"
+
+
+@pytest.mark.parametrize(("log", "says"), [
+    ("perplexity-short-text", "too short for a context of 128: it has 26 tokens; it needs at "
+                              "least 256; pass a longer --text or a smaller --ctx"),
+    ("perplexity-unknown-type", "does not support cache type turbo3"),
+    ("bench-unknown-type", "llama-bench rejects the cache type given to -ctk"),
+])
+def test_diagnose_real_failures(log: str, says: str):
+    assert says in (diagnose(ERRORS / f"{log}.log") or "")
+
+
+def test_short_text_log_exits_0_but_does_not_parse():
+    with pytest.raises(ParseError, match="never started"):
+        parse_perplexity((ERRORS / "perplexity-short-text.log").read_text())

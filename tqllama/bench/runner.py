@@ -44,11 +44,15 @@ def diagnose(log: Path) -> str | None:
         got = f"it has {have.group(1)} tokens; " if have else ""
         return (f"the text is too short for a context of {short.group(2)}: {got}it needs at "
                 f"least {short.group(1)}; pass a longer --text or a smaller --ctx")
-    unsupported = re.search(r"(?:Unsupported cache type|invalid parameter for argument):? *(\S+)",
-                            text)
+    unsupported = re.search(r"Unsupported cache type: *(\S+)", text)
     if unsupported:
         return (f"this build does not support cache type {unsupported.group(1)}: rebuild with "
                 "`tqllama build` or drop that pair")
+    # llama-bench keeps its own list of type names and says only which option it rejects.
+    rejected = re.search(r"invalid parameter for argument: *(-ctk|-ctv)\b", text)
+    if rejected:
+        return (f"llama-bench rejects the cache type given to {rejected.group(1)} (it has its "
+                "own list of types): rebuild with `tqllama build` or drop that pair")
     return None
 
 
