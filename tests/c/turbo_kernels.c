@@ -1,7 +1,8 @@
 // Checks the turbo CPU kernels against the reference dequantizer.
 //
-// The kernel file is compiled into this program, so one source gives two programs: built
-// with AVX2 it checks the SIMD path, built with -mno-avx2 the scalar fallback.
+// The kernel file is compiled into this program, so one source gives one program per code
+// path: built with AVX2 (or for AArch64) it checks the SIMD path, built with -mno-avx2 (or
+// -mgeneral-regs-only) the scalar fallback.
 // tests/test_kernels.py builds and runs both against the patched tree and libggml-base.
 #include "ggml-cpu/turbo-cpu.c"
 
@@ -81,6 +82,8 @@ int main(void) {
     }
 #if defined(__AVX2__)
     printf("turbo kernels (avx2): ");
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+    printf("turbo kernels (neon): ");
 #else
     printf("turbo kernels (scalar): ");
 #endif
