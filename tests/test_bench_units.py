@@ -166,3 +166,10 @@ def test_diagnose_real_failures(log: str, says: str):
 def test_short_text_log_exits_0_but_does_not_parse():
     with pytest.raises(ParseError, match="never started"):
         parse_perplexity((ERRORS / "perplexity-short-text.log").read_text())
+
+
+def test_config_file_types_are_checked(tmp_path: Path):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text('chunks = "16"\n')
+    with pytest.raises(TqError, match="chunks must be int"):
+        load_config(cfg)

@@ -63,19 +63,16 @@ class SweepSettings:
     keep_going: bool = False
 
 
-def _int_list(value: Any, what: str) -> tuple[int, ...]:
+def parse_depths(value: Any) -> tuple[int, ...]:
+    """`0,4096` or a TOML list of ints."""
     items = value.split(",") if isinstance(value, str) else value
     try:
         out = tuple(int(str(x).strip()) for x in items if str(x).strip())
     except (TypeError, ValueError):
-        raise TqError(f"{what} must be integers like 0,4096: got {value!r}") from None
+        raise TqError(f"--depths must be integers like 0,4096: got {value!r}") from None
     if any(x < 0 for x in out):
-        raise TqError(f"{what} must not be negative: got {value!r}")
+        raise TqError(f"--depths must not be negative: got {value!r}")
     return out
-
-
-def parse_depths(value: Any) -> tuple[int, ...]:
-    return _int_list(value, "--depths")
 
 
 def pairs_from(preset_name: str | None, caches: Sequence[str]) -> tuple[CachePair, ...]:
@@ -87,6 +84,12 @@ def pairs_from(preset_name: str | None, caches: Sequence[str]) -> tuple[CachePai
 
 _CONFIG_KEYS = {f for f in SweepSettings.__dataclass_fields__ if f != "pairs"} | {
     "preset", "caches"}
+_CONFIG_TYPES: dict[str, type] = {
+    **dict.fromkeys(("ctx", "chunks", "threads", "n_prompt", "n_gen", "reps"), int),
+    **dict.fromkeys(("model", "text", "backend", "out", "bin_dir", "preset"), str),
+    **dict.fromkeys(("force", "keep_going"), bool),
+    "caches": list,
+}
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -102,6 +105,10 @@ def load_config(path: Path) -> dict[str, Any]:
     if unknown:
         raise TqError(f"{path}: unknown keys {', '.join(unknown)}; known: "
                       f"{', '.join(sorted(_CONFIG_KEYS))}")
+    for key, value in data.items():
+        want = _CONFIG_TYPES.get(key)
+        if want is not None and not isinstance(value, want):
+            raise TqError(f"{path}: {key} must be {want.__name__}, not {value!r}")
     out: dict[str, Any] = {}
     if "preset" in data or "caches" in data:
         out["pairs"] = pairs_from(data.pop("preset", None), data.pop("caches", []))
@@ -125,7 +132,8 @@ def tool_path(name: str, settings: SweepSettings) -> Path:
             raise TqError(f"no {name} in {settings.bin_dir}: pass the bin directory of a "
                           "llama.cpp build")
         return path
-    from tqllama.build import binary_path  # the build module is optional until built
+    # Imported here: a --bin-dir sweep needs nothing of tqllama's own build.
+    from tqllama.build import binary_path
 
     return binary_path(name, backend=settings.backend)
 
