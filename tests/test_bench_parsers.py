@@ -108,6 +108,37 @@ def test_kld_run_under_100_tokens_has_rows_but_no_summary():
     assert row.same_top_p_pct == Estimate(96.825, 2.227)
 
 
+def test_kld_run_turbo3():
+    r = parse_perplexity(text("turbo-kld-turbo3-turbo3-c128x4"))
+    kv = r.kv_cache
+    assert (kv.type_k, kv.k_mib, kv.type_v, kv.v_mib, kv.total_mib) == (
+        "turbo3", 9.14, "turbo3", 9.14, 18.28)
+    assert r.kld_chunks[0].ln_ppl_ratio == Estimate(0.18310, 0.04982)
+    k = r.kld
+    assert k is not None
+    assert k.ppl_q == Estimate(36.492173, 8.110248)
+    assert k.ppl_ratio == Estimate(1.107048, 0.049266)
+    assert k.cor_ln_ppl_pct == 98.02
+    assert k.kld_mean == Estimate(0.153495, 0.012642)
+    assert (k.kld_quantiles["Maximum"], k.kld_quantiles["99.0%"],
+            k.kld_quantiles["Median"]) == (1.448263, 1.166131, 0.089572)
+    assert k.delta_p_rms_pct == Estimate(9.720, 1.204)
+    assert k.same_top_p_pct == Estimate(82.937, 2.374)
+
+
+def test_kld_run_mixed_turbo_pair():
+    r = parse_perplexity(text("turbo-kld-turbo4-turbo3-c128x4"))
+    kv = r.kv_cache
+    assert (kv.type_k, kv.k_mib, kv.type_v, kv.v_mib) == ("turbo4", 11.95, "turbo3", 9.14)
+    assert r.kld is not None and r.kld.kld_mean == Estimate(0.054379, 0.005654)
+    assert r.kld.kld_quantiles["99.0%"] == 0.430095
+    assert r.kld.ppl_ratio == Estimate(1.011284, 0.026614)
+    assert r.kld.same_top_p_pct == Estimate(86.508, 2.156)
+    short = parse_perplexity(text("turbo-kld-turbo4-turbo3-c128x1"))
+    assert short.kld is None
+    assert short.kld_chunks[0].kld == Estimate(0.03785, 0.00572)
+
+
 def _strip_prefixes(log: str) -> str:
     return re.sub(r"^\d+\.\d+\.\d+\.\d+ [IWE] ", "", log, flags=re.MULTILINE)
 
@@ -185,6 +216,16 @@ def test_bench_report_among_stderr_lines():
     for fmt in ("json", "jsonl", "csv", "md"):
         log = text(f"upstream-bench-q4_0-q4_0-{fmt}")
         assert parse_bench(noise + log + noise, fmt, 4) == parse_bench(log, fmt, 4)
+
+
+def test_bench_turbo_pair():
+    md = parse_bench(text("turbo-bench-turbo4-turbo3-md"), "md")
+    assert all((r.type_k, r.type_v) == ("turbo4", "turbo3") for r in md)
+    assert _tests(md) == [("pp64", 0, 22.59), ("tg16", 0, 6.56),
+                          ("pp64", 256, 18.77), ("tg16", 256, 4.34)]
+    jsonl = parse_bench(text("turbo-bench-turbo4-turbo3-jsonl"), "jsonl", expected_rows=4)
+    assert [r.avg_ts for r in jsonl] == [8.963678, 5.075248, 18.487813, 6.020738]
+    assert all(r.type_v == "turbo3" for r in jsonl)
 
 
 def test_bench_wrong_count_or_format():

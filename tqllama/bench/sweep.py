@@ -160,16 +160,20 @@ def build_fingerprint(tools: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def supported_cache_types(perplexity: Path) -> list[str]:
-    """The `-ctk` values the binary accepts, from its `--help`."""
+def supported_cache_types(perplexity: Path) -> tuple[list[str], list[str]]:
+    """The `-ctk` and `-ctv` values the binary accepts, from its `--help`."""
     proc = subprocess.run([str(perplexity), "--help"], capture_output=True, text=True,
                           timeout=60)
-    m = re.search(r"--cache-type-k\b.*?allowed values:\s*([^\n]+)", proc.stdout + proc.stderr,
-                  re.DOTALL)
-    if m is None:
-        raise TqError(f"{perplexity} --help lists no cache types: is it a llama.cpp "
-                      "llama-perplexity?")
-    return [t.strip() for t in m.group(1).split(",") if t.strip()]
+    lists = []
+    for option in ("--cache-type-k", "--cache-type-v"):
+        # The list wraps over several lines and ends where "(default: ...)" starts.
+        m = re.search(rf"{option}\b.*?allowed values:(.*?)\(default", proc.stdout + proc.stderr,
+                      re.DOTALL)
+        if m is None:
+            raise TqError(f"{perplexity} --help lists no {option} types: is it a llama.cpp "
+                          "llama-perplexity?")
+        lists.append([t for t in re.split(r"[\s,]+", m.group(1)) if t])
+    return lists[0], lists[1]
 
 
 # ---------------------------------------------------------------- planning
@@ -405,11 +409,13 @@ def prepare(settings: SweepSettings, progress: Progress) -> Sweep:
     if not s.pairs:
         s = replace(s, pairs=pairs_from(None, []))
     perplexity, bench = tool_path(PERPLEXITY, s), tool_path(BENCH, s)
-    allowed = supported_cache_types(perplexity)
-    unknown = sorted({t for p in s.pairs for t in (p.k, p.v)} - set(allowed))
-    if unknown:
-        raise TqError(f"cache type {', '.join(unknown)} unknown to {perplexity}: it has "
-                      f"{', '.join(allowed)} (build the turbo types with `tqllama build`)")
+    k_types, v_types = supported_cache_types(perplexity)
+    for side, allowed, asked in (("K", k_types, {p.k for p in s.pairs}),
+                                 ("V", v_types, {p.v for p in s.pairs})):
+        unknown = sorted(asked - set(allowed))
+        if unknown:
+            raise TqError(f"{side} cache type {', '.join(unknown)} unknown to {perplexity}: it "
+                          f"has {', '.join(allowed)} (`tqllama build` builds the turbo types)")
     model, text = assets.resolve_model(s.model), assets.resolve_text(s.text)
     progress.note(f"hashing {model.name} and {text.name} ...")
     env = Environment(
