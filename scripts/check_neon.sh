@@ -16,13 +16,13 @@ cmake -S "$tree" -B "$out/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_TESTS=OFF \
   -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
   -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF > "$out/configure.log"
-cmake --build "$out/build" --target ggml-base > "$out/build.log"
+cmake --build "$out/build" --target ggml-base ggml-cpu > "$out/build.log"
 
 lib=$out/build/bin
 src=$tree/ggml
 for arch in armv8.2-a+dotprod armv8-a; do
   aarch64-linux-gnu-gcc -O2 -std=gnu11 -march=$arch -I "$src/src" -I "$src/src/ggml-cpu" \
-    -I "$src/include" "$here/tests/c/turbo_kernels.c" -L "$lib" -lggml-base -lm -o "$out/k"
+    -I "$src/include" "$here/tests/c/turbo_kernels.c" -L "$lib" -lggml-cpu -lggml-base -lm -o "$out/k"
   echo -n "-march=$arch: "
   QEMU_LD_PREFIX=/usr/aarch64-linux-gnu LD_LIBRARY_PATH=$lib qemu-aarch64 "$out/k"
 done

@@ -42,7 +42,8 @@ def test_kernels_match_reference(built_tools, tmp_path: Path, variant: str) -> N
         [cc, "-O2", "-std=gnu11", *flags, "-I", str(src / "src"),
          "-I", str(src / "src" / "ggml-cpu"), "-I", str(src / "include"),
          str(HERE / "c" / "turbo_kernels.c"),
-         "-L", str(lib_dir), "-lggml-base", "-lm", f"-Wl,-rpath,{lib_dir}", "-o", str(exe)],
+         "-L", str(lib_dir), "-lggml-cpu", "-lggml-base", "-lm", f"-Wl,-rpath,{lib_dir}",
+         "-o", str(exe)],
         check=True, capture_output=True, text=True,
     )
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
