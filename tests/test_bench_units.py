@@ -117,15 +117,17 @@ def test_disk_check_refuses_what_cannot_fit(tmp_path: Path):
 def test_progress_eta_from_finished_runs_of_the_same_group():
     out = io.StringIO()
     progress = Progress(out, live=False)
-    progress.start(["perplexity", "perplexity", "bench@0", "bench@0"], skipped=2)
+    todo = [("perplexity", 1000), ("perplexity", 1000), ("bench@0", 100), ("bench@0", 100)]
+    progress.start(todo, skipped=2)
     assert progress.eta() == "?"
     progress.begin("kld a")
-    progress.end("perplexity", "kld a", 30.0, "PPL 1")
-    assert progress.eta() == "1:30"  # one perplexity at 30 s, two bench runs guessed at 30 s
+    progress.end("kld a", 30.0, "PPL 1")
+    # one perplexity run at 30 s; the bench runs guessed at 100/1000 of its pace: 3 s each
+    assert progress.eta() == "0:36"
     progress.begin("kld b")
-    progress.end("perplexity", "kld b", 50.0, "PPL 2")
+    progress.end("kld b", 50.0, "PPL 2")
     progress.begin("bench a")
-    progress.end("bench@0", "bench a", 5.0, "fast")
+    progress.end("bench a", 5.0, "fast")
     assert progress.eta() == "0:05"
     text = out.getvalue()
     assert "2 of 6 runs already stored" in text and "[5/6] bench a" in text

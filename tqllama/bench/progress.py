@@ -1,8 +1,10 @@
 """Progress of a sweep on stderr: one line per finished run and an ETA.
 
 Runs of the same group (perplexity; speed at one depth) take about as long as each
-other, so the ETA is the mean duration of the finished runs of each group times what is
-left of it. On a terminal a status line also shows the run in flight.
+other: the ETA counts the mean duration of each group's finished runs for what is left of
+it. A group with nothing finished yet is guessed from its share of work (roughly, tokens
+processed) at the pace of everything finished so far. On a terminal a status line also
+shows the run in flight.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ class Progress:
     def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty() if live is None else live
-        self.todo: list[str] = []
-        self.durations: dict[str, list[float]] = {}
+        self.todo: list[tuple[str, float]] = []  # (group, work) of each run still to do
+        self.done: dict[str, list[tuple[float, float]]] = {}  # group -> (seconds, work)
         self.total = 0
         self.index = 0
         self.label = ""
@@ -35,25 +37,28 @@ class Progress:
     def note(self, message: str) -> None:
         self._print(message)
 
-    def start(self, groups: list[str], skipped: int) -> None:
-        """`groups` of the runs to do, in order; `skipped` runs were already stored."""
-        self.todo = list(groups)
-        self.total = len(groups) + skipped
+    def start(self, todo: list[tuple[str, float]], skipped: int) -> None:
+        """(group, work) of the runs to do, in order; `skipped` runs were already stored."""
+        self.todo = list(todo)
+        self.total = len(todo) + skipped
         self.index = skipped
         if skipped:
             self._print(f"{skipped} of {self.total} runs already stored: skipping them")
 
-    def _estimate(self, group: str) -> float | None:
-        known = self.durations.get(group)
+    def _estimate(self, group: str, work: float) -> float | None:
+        known = self.done.get(group)
         if known:
-            return sum(known) / len(known)
-        every = [d for ds in self.durations.values() for d in ds]
-        return sum(every) / len(every) if every else None
+            return sum(s for s, _ in known) / len(known)
+        finished = [sw for runs in self.done.values() for sw in runs]
+        total_work = sum(w for _, w in finished)
+        if not total_work:
+            return None
+        return work * sum(s for s, _ in finished) / total_work
 
     def eta(self, elapsed: float = 0.0) -> str:
-        estimates = [self._estimate(g) for g in self.todo]
         if not self.todo:
             return "0:00"
+        estimates = [self._estimate(g, w) for g, w in self.todo]
         if any(e is None for e in estimates):
             return "?"
         left = sum(e for e in estimates if e is not None) - min(elapsed, estimates[0] or 0.0)
@@ -71,9 +76,9 @@ class Progress:
                               f"{_clock(elapsed)}  ETA {self.eta(elapsed)}")
             self.stream.flush()
 
-    def end(self, group: str, label: str, seconds: float, summary: str) -> None:
-        self.durations.setdefault(group, []).append(seconds)
-        self.todo.pop(0)
+    def end(self, label: str, seconds: float, summary: str) -> None:
+        group, work = self.todo.pop(0)
+        self.done.setdefault(group, []).append((seconds, work))
         self._print(f"[{self.index}/{self.total}] {label}  {_clock(seconds)}  {summary}  "
                     f"(ETA {self.eta()})")
 

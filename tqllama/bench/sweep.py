@@ -197,6 +197,14 @@ class Run:
         return f"bench@{self.depth}" if self.kind == "bench" else "perplexity"
 
     @property
+    def work(self) -> float:
+        """Tokens processed, generated ones weighted 4x (one at a time): for the ETA."""
+        p = self.params
+        if self.kind == "bench":
+            return (p["reps"] + 1) * (p["n_prompt"] + 4 * p["n_gen"]) + p["depth"]
+        return p["ctx"] * p["chunks"]
+
+    @property
     def label(self) -> str:
         where = f" @ d{self.depth}" if self.kind == "bench" else ""
         return f"{self.kind:5s} {self.pair.label}{where}"
@@ -306,7 +314,7 @@ class Sweep:
             todo.insert(0, self.base)
         elif logits.is_file():
             base_logits.touch(logits)
-        self.progress.start([r.group for r in todo], skipped)
+        self.progress.start([(r.group, r.work) for r in todo], skipped)
         for run in todo:
             try:
                 self._run(run)
@@ -343,7 +351,7 @@ class Sweep:
             model=self.env.model, text=self.env.text if run.kind != "bench" else None,
             log=str(log.relative_to(self.store.root)), started=started,
             seconds=round(seconds, 2), **fields))
-        self.progress.end(run.group, run.label, seconds, summary)
+        self.progress.end(run.label, seconds, summary)
 
     def _run_parsed(self, command: list[str], log: Path, parse: Callable[[str], Any],
                     ) -> tuple[float, Any]:
