@@ -7,6 +7,7 @@ import sys
 import click
 
 from tqllama import __version__
+from tqllama.commands import bench_cmds, build_cmds, plan_cmd, verify_cmd
 from tqllama.errors import TqError
 
 
@@ -27,22 +28,10 @@ def cli() -> None:
     """TurboQuant KV-cache types for llama.cpp: build, verify, benchmark."""
 
 
-def _register() -> None:
-    # Command modules register themselves here; each module exposes `commands`.
-    import importlib
-
-    for name in ("build_cmds", "verify_cmd", "bench_cmds", "plan_cmd"):
-        try:
-            module = importlib.import_module(f"tqllama.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"tqllama.commands.{name}":
-                raise
-            continue
-        for command in module.commands:
-            cli.add_command(command)
-
-
-_register()
+# each command group lives in its own module, which lists its commands in `commands`
+for _module in (bench_cmds, build_cmds, plan_cmd, verify_cmd):
+    for _command in _module.commands:
+        cli.add_command(_command)
 
 
 def main() -> None:
