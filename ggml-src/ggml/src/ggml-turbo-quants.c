@@ -32,12 +32,20 @@ static inline int turbo_clamp_k(int k) {
     return k < 1 ? 1 : k > TURBO_KMAX ? TURBO_KMAX : k;
 }
 
+// idx = #{t : y > thresh[t]}; the thresholds ascend, so a binary search counts them
+// (4 comparisons for 16 entries instead of 15: this runs 9 times per value on every token)
 static inline int turbo_nearest(float y, const turbo_codebook * cb) {
-    int idx = 0;
-    for (int t = 0; t < cb->n - 1; ++t) {
-        idx += y > cb->thresh[t];
+    int lo = 0;
+    int hi = cb->n - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (y > cb->thresh[mid]) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
     }
-    return idx;
+    return lo;
 }
 
 // the smallest code whose scale maps amax inside the codebook (FORMAT.md step 2)
