@@ -459,13 +459,22 @@ def _excerpt(lines: Sequence[str]) -> str:
             break
         if re.search(r"\berror\b", line, re.IGNORECASE):
             picked.append(line)
-            # CMake writes its message on indented lines under "CMake Error at ...".
-            following = [ln for ln in lines[i + 1:i + 4] if ln.strip()]
-            if line.startswith("CMake Error") and following and following[0].startswith(" "):
-                picked.append(following[0])
+            if line.startswith("CMake Error") and (message := _cmake_message(lines[i + 1:])):
+                picked.append(" ".join(message))
     picked += [ln for ln in lines if ln.strip()][-2:]
     short = [ln.strip()[:200] for ln in dict.fromkeys(picked)]
     return " | ".join(short[:5])
+
+
+def _cmake_message(lines: Sequence[str]) -> list[str]:
+    """The first lines of the indented message CMake writes under "CMake Error at ..."."""
+    message: list[str] = []
+    for line in lines:
+        if line.strip() and not line.startswith(" "):
+            break
+        if line.strip():
+            message.append(line.strip())
+    return message[:4]
 
 
 class _Progress:
