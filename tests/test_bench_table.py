@@ -24,15 +24,16 @@ TEXT = FileRef("/data/wiki.test.raw", "cd" * 32)
 
 def _record(kind: str, k: str, v: str, log: str, depth: int | None = None) -> RunRecord:
     raw = (FIXTURES / f"{log}.log").read_text()
-    fields = ({"perplexity": parse_perplexity(raw)} if kind == "kld"
-              else {"bench": tuple(r for r in parse_bench(raw, log.rsplit("-", 1)[1], 4)
-                                   if r.n_depth == depth)})
-    params = {"ctx": 128, "chunks": 4} if kind == "kld" else {"depth": depth, "n_prompt": 64,
-                                                              "n_gen": 16}
+    fields = ({"bench": tuple(r for r in parse_bench(raw, log.rsplit("-", 1)[1], 4)
+                              if r.n_depth == depth)} if kind == "bench"
+              else {"perplexity": parse_perplexity(raw)})
+    params = ({"depth": depth, "n_prompt": 64, "n_gen": 16} if kind == "bench"
+              else {"ctx": 128, "chunks": 4})
     return RunRecord(key=f"{kind}-{k}-{v}-{depth}", kind=kind, type_k=k, type_v=v,
                      params=params, command=["llama-x"], build_id="b1", build_manifest=None,
-                     model=MODEL, text=TEXT if kind == "kld" else None, log=f"logs/{log}.log",
-                     started="2026-01-01T00:00:00+00:00", seconds=1.0, **fields)
+                     model=MODEL, text=None if kind == "bench" else TEXT,
+                     log=f"logs/{log}.log", started="2026-01-01T00:00:00+00:00", seconds=1.0,
+                     **fields)
 
 
 @pytest.fixture
@@ -84,6 +85,15 @@ def test_summary_numbers(records: list[RunRecord]):
     tg256 = q4.speed[("tg16", 256)]
     assert tg256.avg_ts == 1.74 and tg256.ratio == pytest.approx(1.74 / 2.51)
     assert q8.speed[("pp64", 0)].ratio == 1.0
+
+
+def test_dppl_against_the_full_precision_f16_ppl(records: list[RunRecord]):
+    # Without an f16 reference ΔPPL is llama-perplexity's ratio (1.063312 above); with the
+    # base run's PPL (33.1128, full-precision logits) it is PPL(Q) / 33.1128.
+    base = _record("base", "f16", "f16", "upstream-ppl-f16-c128x4")
+    _, q4 = summarize([base, *records], CachePair("q8_0", "q8_0"))
+    assert q4.dppl_pct.value == pytest.approx(100 * (35.050502 / 33.1128 - 1))
+    assert q4.dppl_pct.error == pytest.approx(2.96)
 
 
 def test_markdown(records: list[RunRecord]):

@@ -1,8 +1,13 @@
 """Comparison table of a sweep: bits, memory, quality against f16, speed against a baseline.
 
-Quality comes from the `--kl-divergence` runs (their own f16 base, so ΔPPL carries the
-correlated uncertainty llama-perplexity computes); speed from llama-bench, as tokens/s and
-as a ratio to the baseline pair (q8_0/q8_0 unless told) at the same test and depth.
+Quality comes from the `--kl-divergence` runs; speed from llama-bench, as tokens/s and as
+a ratio to the baseline pair (q8_0/q8_0 unless told) at the same test and depth.
+
+ΔPPL is PPL(Q) over the f16 cache's PPL from full-precision logits (the base run, or the
+f16/f16 pair), not llama-perplexity's "Mean PPL(Q)/PPL(base)": its PPL(base) comes from
+the stored base log-probabilities, rounded to 16 bits, which reads about 0.16% low on
+SmolLM2 (f16/f16 against itself shows +0.16%, as large as q8_0's whole effect). The
+uncertainty is still llama-perplexity's, which accounts for the correlation of the two.
 """
 
 from __future__ import annotations
@@ -65,40 +70,59 @@ def latest(records: list[RunRecord]) -> list[RunRecord]:
     """
     chosen: dict[tuple[str, str, Any], RunRecord] = {}
     for r in records:
-        if r.kind != "base":
-            chosen[(r.kind, r.pair_label, r.params.get("depth"))] = r
-    for kind, fields in (("kld", ("ctx", "chunks")), ("bench", ("n_prompt", "n_gen"))):
+        chosen[(r.kind, r.pair_label, r.params.get("depth"))] = r
+    for kinds, fields in ((("base", "kld"), ("ctx", "chunks")), (("bench",), ("n_prompt",
+                                                                              "n_gen"))):
         setups = {(r.build_id, r.model.sha256, r.text.sha256 if r.text else None,
                    *(r.params.get(f) for f in fields))
-                  for r in chosen.values() if r.kind == kind}
+                  for r in chosen.values() if r.kind in kinds}
         if len(setups) > 1:
-            raise TqError(f"these results mix {kind} runs of different builds, models, texts "
-                          f"or {'/'.join(fields)}: table one sweep's --out directory at a time")
+            raise TqError(f"these results mix {kinds[-1]} runs of different builds, models, "
+                          f"texts or {'/'.join(fields)}: table one sweep's --out directory at "
+                          "a time")
     return list(chosen.values())
 
 
-def _quality(r: RunRecord) -> dict[str, Any]:
+def _f16_ppl(records: list[RunRecord]) -> float | None:
+    """PPL of the f16 cache from full-precision logits: the f16/f16 KLD run, or the base."""
+    for r in records:
+        if r.kind == "kld" and r.pair_label == "f16/f16" and r.perplexity is not None:
+            return _quality(r, None)["ppl"].value
+    for r in records:
+        if r.kind == "base" and r.perplexity is not None and r.perplexity.final_ppl:
+            return r.perplexity.final_ppl.value
+    return None
+
+
+def _quality(r: RunRecord, f16_ppl: float | None) -> dict[str, Any]:
     result = r.perplexity
     if result is None:
         return {}
     out: dict[str, Any] = {"kv_mib": result.kv_cache.total_mib}
     if result.kld is not None:
         k = result.kld
-        out.update(ppl=k.ppl_q, kld_mean=k.kld_mean, kld_p99=k.kld_quantiles["99.0%"],
-                   same_top_pct=k.same_top_p_pct,
-                   dppl_pct=Estimate(100 * (k.ppl_ratio.value - 1), 100 * k.ppl_ratio.error))
+        ppl, ratio = k.ppl_q, k.ppl_ratio
+        out.update(kld_mean=k.kld_mean, kld_p99=k.kld_quantiles["99.0%"],
+                   same_top_pct=k.same_top_p_pct)
     elif result.kld_chunks:
         # Under 100 scored tokens there is no summary; the last chunk row is cumulative.
         last = result.kld_chunks[-1]
-        ratio = math.exp(last.ln_ppl_ratio.value)
-        out.update(ppl=last.ppl, kld_mean=last.kld, same_top_pct=last.same_top_p_pct,
-                   dppl_pct=Estimate(100 * (ratio - 1), 100 * ratio * last.ln_ppl_ratio.error))
+        value = math.exp(last.ln_ppl_ratio.value)
+        ppl, ratio = last.ppl, Estimate(value, value * last.ln_ppl_ratio.error)
+        out.update(kld_mean=last.kld, same_top_pct=last.same_top_p_pct)
+    else:
+        return out
+    if f16_ppl:
+        ratio = Estimate(ppl.value / f16_ppl, ratio.error)
+    out.update(ppl=ppl, dppl_pct=Estimate(100 * (ratio.value - 1), 100 * ratio.error))
     return out
 
 
 def summarize(records: list[RunRecord], baseline: CachePair | None) -> list[PairRow]:
     """One row per K/V pair, in the order the pairs first ran."""
     records = latest(records)
+    f16_ppl = _f16_ppl(records)
+    records = [r for r in records if r.kind != "base"]
     pairs = list(dict.fromkeys(CachePair(r.type_k, r.type_v) for r in records))
     if baseline is not None and baseline not in pairs:
         have = ", ".join(p.label for p in pairs) or "none"
@@ -115,7 +139,7 @@ def summarize(records: list[RunRecord], baseline: CachePair | None) -> list[Pair
         quality: dict[str, Any] = {}
         for r in records:
             if r.kind == "kld" and CachePair(r.type_k, r.type_v) == pair:
-                quality = _quality(r)
+                quality = _quality(r, f16_ppl)
         speed = {}
         for key, (avg, std) in sorted(speeds[pair].items(), key=lambda kv: (kv[0][1], kv[0][0])):
             ref = base_speed.get(key)
@@ -165,7 +189,8 @@ def _flat(row: PairRow, speed_keys: list[SpeedKey]) -> dict[str, Any]:
 
 
 def _fmt(value: float | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
+    # + 0.0 turns the "-0.000000" llama.cpp prints for a rounded-off tiny value into 0
+    return "–" if value is None else format(value + 0.0, spec)
 
 
 def _markdown(rows: list[PairRow], speed_keys: list[SpeedKey], baseline: CachePair | None) -> str:
