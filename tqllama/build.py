@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -429,14 +429,14 @@ _PROGRESS = re.compile(r"^\[\s*(\d+)/(\d+)\]|^\[\s*(\d+)%\]")
 
 
 def _run_logged(cmd: list[str], log_file: TextIO, log: Path, what: str, *,
-                show_progress: bool) -> None:
+                show_progress: bool, env: Mapping[str, str] | None = None) -> None:
     """Run `cmd`, copy its output to the log, show `[n/N]` progress on one terminal line."""
     log_file.write(f"$ {' '.join(cmd)}\n")
     log_file.flush()
     progress = _Progress() if show_progress else None
     tail: list[str] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace") as proc:
+                          errors="replace", env=env) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             log_file.write(line)

@@ -133,7 +133,7 @@ def make_tree(pristine: Path, dest: Path, glue: Glue | None = None, *,
             marker = {"pin": PIN.commit, "base": base, "overlay": [str(p) for p in overlay]}
             (staging / ".git" / _TREE_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
         for patch in series:
-            failure = _apply(staging, patch)
+            failure = apply_patch(staging, patch)
             if failure:
                 raise TqError(f"patch {patch.name} does not apply: {failure}; nothing was "
                               "changed. Update the patch for the pinned tree "
@@ -154,7 +154,7 @@ def check_patches(pristine: Path, glue: Glue | None = None) -> list[PatchReport]
         staging = Path(scratch) / "tree"
         _prepare(pristine, staging, glue)
         for patch in series:
-            failure = _apply(staging, patch)
+            failure = apply_patch(staging, patch)
             reports.append(PatchReport(patch.name, not failure, failure))
     return reports
 
@@ -247,7 +247,7 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst, follow_symlinks=False)
 
 
-def _apply(tree: Path, patch: Path) -> str:
+def apply_patch(tree: Path, patch: Path) -> str:
     """Apply one patch to `tree`; return "" on success, else why it failed."""
     proc = _git(tree, "apply", "--whitespace=nowarn", str(patch.resolve()), check=False)
     if proc.returncode == 0:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -102,12 +102,17 @@ def fetch(src: Path | None = None, pin: Pin = PIN) -> Path:
     if tree.is_dir():
         # Only a complete extraction is ever renamed to this path (see _extract).
         return tree
+    _extract(fetch_sdist(pin), tree, pin)
+    return tree
+
+
+def fetch_sdist(pin: Pin = PIN) -> Path:
+    """The verified sdist in the cache, downloaded first if it is not there."""
     sdist = sdist_path(pin)
     if not sdist.is_file():
         _download(sdist, pin)
     verify_sdist(sdist, pin)
-    _extract(sdist, tree, pin)
-    return tree
+    return sdist
 
 
 def verify_sdist(sdist: Path, pin: Pin = PIN) -> None:
@@ -146,25 +151,7 @@ def _extract(sdist: Path, tree: Path, pin: Pin) -> None:
     tree.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=tree.parent, prefix=f".{pin.tree_name}-"))
     try:
-        count = 0
-        with tarfile.open(sdist, "r:gz") as tf:
-            for member in tf:
-                rel = _vendored_path(member.name)
-                # The sdist's `.git` file points into a submodule store it does not ship.
-                if rel is None or rel == PurePosixPath(".git"):
-                    continue
-                if member.isdir():
-                    continue
-                if not member.isfile():
-                    raise TqError(f"{sdist} holds a non-file entry {member.name}; "
-                                  "delete it and fetch again")
-                dest = staging.joinpath(*rel.parts)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with tf.extractfile(member) as fin, dest.open("wb") as fout:  # type: ignore[union-attr]
-                    shutil.copyfileobj(fin, fout)
-                os.chmod(dest, 0o755 if member.mode & 0o111 else 0o644)
-                os.utime(dest, (member.mtime, member.mtime))
-                count += 1
+        count = _extract_members(sdist, staging, _vendored_path)
         if count == 0:
             raise TqError(f"{sdist} has no {_VENDOR} directory; delete it and fetch again")
         try:
@@ -176,12 +163,55 @@ def _extract(sdist: Path, tree: Path, pin: Pin) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def extract_package(sdist: Path, dest: Path) -> None:
+    """Extract llama-cpp-python itself from the sdist to the new directory `dest`: every
+    file but vendor/llama.cpp and the sdist's git metadata (the wheel build needs neither)."""
+    dest.mkdir(parents=True)
+    if _extract_members(sdist, dest, _package_path) == 0:
+        raise TqError(f"{sdist} holds no files; delete it and fetch again")
+
+
+def _extract_members(sdist: Path, dest: Path,
+                     select: Callable[[str], PurePosixPath | None]) -> int:
+    """Extract the files whose member names `select` maps to a path under `dest`; count them."""
+    count = 0
+    with tarfile.open(sdist, "r:gz") as tf:
+        for member in tf:
+            rel = select(member.name)
+            if rel is None or member.isdir():
+                continue
+            if not member.isfile():
+                raise TqError(f"{sdist} holds a non-file entry {member.name}; "
+                              "delete it and fetch again")
+            target = dest.joinpath(*rel.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tf.extractfile(member) as fin, target.open("wb") as fout:  # type: ignore[union-attr]
+                shutil.copyfileobj(fin, fout)
+            os.chmod(target, 0o755 if member.mode & 0o111 else 0o644)
+            os.utime(target, (member.mtime, member.mtime))
+            count += 1
+    return count
+
+
 def _vendored_path(name: str) -> PurePosixPath | None:
-    """`<top>/vendor/llama.cpp/<rel>` -> `<rel>`; None for anything else or anything unsafe."""
+    """`<top>/vendor/llama.cpp/<rel>` -> `<rel>`; None for anything else, anything unsafe, and
+    the tree's `.git` file (it points into a submodule store the sdist does not ship)."""
     parts = PurePosixPath(name).parts
     if len(parts) < 4 or PurePosixPath(*parts[1:3]) != _VENDOR:
         return None
-    rel = parts[3:]
+    rel = _safe(name, parts[3:])
+    return None if rel == PurePosixPath(".git") else rel
+
+
+def _package_path(name: str) -> PurePosixPath | None:
+    """`<top>/<rel>` -> `<rel>` outside vendor/llama.cpp and .git; None otherwise."""
+    parts = PurePosixPath(name).parts
+    if len(parts) < 2 or parts[1] == ".git" or PurePosixPath(*parts[1:3]) == _VENDOR:
+        return None
+    return _safe(name, parts[1:])
+
+
+def _safe(name: str, rel: tuple[str, ...]) -> PurePosixPath | None:
     if any(p in ("", ".", "..") for p in rel) or name.startswith("/"):
         return None
     return PurePosixPath(*rel)

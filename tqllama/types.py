@@ -66,6 +66,10 @@ CACHE_TYPES: dict[str, CacheType] = {
 
 TURBO_TYPES: tuple[str, ...] = tuple(n for n, t in CACHE_TYPES.items() if t.turbo)
 
+# By ggml enum id: the ids above are what llama-cpp-python takes as `type_k` / `type_v`
+# (`Llama(..., type_k=TURBO4)`), CACHE_TYPES_BY_ID[TURBO4].bits_per_value is 4.25.
+CACHE_TYPES_BY_ID: dict[int, CacheType] = {t.ggml_id: t for t in CACHE_TYPES.values()}
+
 
 def cache_type(name: str) -> CacheType:
     """The cache type called `name`; TqError listing the known names otherwise."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
 from tqllama import build as build_mod
-from tqllama import patching, source
+from tqllama import patching, pywheel, source
 from tqllama.errors import TqError
 
 _SRC = click.option("--src", type=click.Path(file_okay=False, path_type=Path),
@@ -88,9 +89,28 @@ def export(directory: Path) -> None:
 @_SRC
 @click.option("--cuda-arch", help=f"CMAKE_CUDA_ARCHITECTURES for --backend cuda "
               f"(default {build_mod.DEFAULT_CUDA_ARCH}).")
+@click.option("--python", "python_api", is_flag=True, help="Instead of the tools, build the "
+              "llama-cpp-python wheel of the patched tree and install it (cached).")
+@click.option("--wheel-only", is_flag=True, help="With --python: print the wheel's path, "
+              "do not install it.")
 def build(backend: str, jobs: int | None, tests: bool, cmake_args: tuple[str, ...],
-          src: Path | None, cuda_arch: str | None) -> None:
-    """Fetch, patch and build llama-server, llama-cli, llama-perplexity and llama-bench."""
+          src: Path | None, cuda_arch: str | None, python_api: bool, wheel_only: bool) -> None:
+    """Fetch, patch and build llama-server, llama-cli, llama-perplexity and llama-bench
+    (with --python: the llama-cpp-python wheel instead)."""
+    if wheel_only and not python_api:
+        raise TqError("--wheel-only goes with --python: `tqllama build --python --wheel-only`")
+    if python_api:
+        if tests or src is not None:
+            raise TqError("--tests and --src apply to the tools build; --python builds the "
+                          "pinned llama-cpp-python sdist: drop them")
+        wheel = pywheel.build_wheel(backend=backend, jobs=jobs, cmake_args=cmake_args,
+                                    cuda_arch=cuda_arch)
+        if wheel_only:
+            click.echo(wheel)
+        else:
+            pywheel.install_wheel(wheel)
+            click.echo(f"installed {wheel} into {sys.prefix}")
+        return
     manifest = build_mod.build(backend=backend, jobs=jobs, tests=tests, cmake_args=cmake_args,
                                src=src, cuda_arch=cuda_arch)
     click.echo(f"manifest: {build_mod.manifest_path(backend)}")
