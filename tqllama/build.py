@@ -164,10 +164,18 @@ def cache_key(*, config: Sequence[str], tests: bool, backend: str, source: str,
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
+def check_platform(backend: str, platform: str = sys.platform) -> None:
+    """Fail before fetching or configuring anything when `backend` cannot build here."""
+    if backend == "metal" and platform != "darwin":
+        raise TqError(f"--backend metal needs macOS (Apple's Metal compiler), not {platform}: "
+                      "build on a Mac, where ci/metal-check.sh builds it and runs the checks")
+
+
 def build(backend: str = "cpu", jobs: int | None = None, tests: bool = False,
           cmake_args: Sequence[str] = (), src: Path | None = None,
           cuda_arch: str | None = None, *, glue: Glue | None = None) -> Manifest:
     """Build the tools for `backend`; a no-op when nothing that matters has changed."""
+    check_platform(backend)
     glue = glue or Glue.default()
     config = cmake_config_args(backend, tests, cmake_args, cuda_arch)
     src = src.expanduser().resolve() if src is not None else None
