@@ -97,6 +97,7 @@ def build(backend: str, jobs: int | None, tests: bool, cmake_args: tuple[str, ..
           src: Path | None, cuda_arch: str | None, python_api: bool, wheel_only: bool) -> None:
     """Fetch, patch and build llama-server, llama-cli, llama-perplexity and llama-bench
     (with --python: the llama-cpp-python wheel instead)."""
+    build_mod.check_platform(backend)
     if wheel_only and not python_api:
         raise TqError("--wheel-only goes with --python: `tqllama build --python --wheel-only`")
     if python_api:
