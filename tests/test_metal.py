@@ -244,6 +244,27 @@ def test_metal_host_code_type_checks(ggml_tree: Path, host: str) -> None:
     assert not errors, errors[-4000:]
 
 
+def test_metal_supports_op_compiles_as_c(ggml_tree: Path, tmp_path: Path) -> None:
+    """supports_op lives in ggml-metal-device.m (Objective-C, Apple's headers); the
+    function itself is plain C: compiled alone, with a stand-in for the device struct."""
+    device_m = (ggml_tree / "ggml-metal" / "ggml-metal-device.m").read_text()
+    start = device_m.index("static bool ggml_metal_supports_mul_mat_op(")
+    end = device_m.index("const struct ggml_metal_device_props * ggml_metal_device_get_props(")
+    source = tmp_path / "supports_op.c"
+    source.write_text(
+        '#include "ggml-impl.h"\n#include "ggml-metal-device.h"\n#include "ggml-metal-impl.h"\n'
+        '#include "ggml-metal-common.h"\n'
+        '#include "ggml-metal-turbo.h"\n'
+        "struct ggml_metal_device { struct { bool has_simdgroup_mm, has_simdgroup_reduction, "
+        "has_bfloat; size_t max_theadgroup_memory_size; } props; };\n" + device_m[start:end])
+    cc = shutil.which("gcc") or pytest.skip("no gcc")
+    run = subprocess.run(
+        [cc, "-std=gnu11", "-fsyntax-only", "-Wall", "-Werror", "-I", str(ggml_tree / "ggml-metal"),
+         "-I", str(ggml_tree), "-I", str(ggml_tree.parent / "include"), str(source)],
+        capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-4000:]
+
+
 # one injected error per case: (file, text, replacement, library to check, expected error)
 BROKEN = {
     # the block where its index buffer belongs: a wrong pointer type in the shared helper
