@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import filecmp
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -135,10 +136,49 @@ def cmake_config_args(backend: str, tests: bool, cmake_args: Sequence[str] = (),
     if backend == "cpu":
         args += ["-DGGML_CUDA=OFF", "-DGGML_METAL=OFF"]
     elif backend == "cuda":
-        args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch or DEFAULT_CUDA_ARCH}"]
+        args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch or DEFAULT_CUDA_ARCH}",
+                 *_cublas_cmake_args()]
     else:
         args += ["-DGGML_METAL=ON"]
     return args + list(cmake_args)
+
+
+def cublas_dirs() -> tuple[Path, Path | None] | None:
+    """cuBLAS's include dir and, when it is not the CUDA toolkit's own, its lib dir; None
+    when there is no cuBLAS.
+
+    ggml-cuda includes cublas_v2.h in every source and links cuBLAS, but some CUDA installs
+    (this project's CI machines among them) have nvcc without it. The PyPI wheel
+    nvidia-cublas (the `cuda` extra) carries both, under site-packages/nvidia/cu13/.
+    """
+    nvcc = _find_nvcc()
+    if nvcc:
+        root = Path(nvcc).resolve().parent.parent
+        for include in (root / "include", *sorted(root.glob("targets/*/include"))):
+            if (include / "cublas_v2.h").is_file():
+                return include, None
+    spec = importlib.util.find_spec("nvidia")
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        for header in sorted(Path(base).glob("*/include/cublas_v2.h")):
+            lib = header.parent.parent / "lib"
+            if any(lib.glob("libcublas.so*")):
+                return header.parent, lib
+    return None
+
+
+def _cublas_cmake_args() -> list[str]:
+    """Point CMake's CUDA::cublas at a cuBLAS outside the toolkit (see cublas_dirs)."""
+    found = cublas_dirs()
+    if found is None or found[1] is None:
+        return []
+    include, lib = found
+    args = [f"-DCMAKE_CUDA_FLAGS=-I{include}"]
+    for name in ("cublas", "cublasLt"):
+        # the wheel has only the versioned file (libcublas.so.13), which find_library skips
+        libs = sorted(lib.glob(f"lib{name}.so*"))
+        if libs:
+            args.append(f"-DCUDA_{name}_LIBRARY={libs[0]}")
+    return args
 
 
 def glue_sha256(glue: Glue) -> str:
@@ -351,6 +391,11 @@ def doctor(backend: str = "cpu") -> list[DoctorRow]:
     rows.append(DoctorRow("nvcc", bool(nvcc),
                           _version(nvcc) if nvcc else "needed for --backend cuda: install "
                           "the CUDA toolkit", required=backend == "cuda"))
+    cublas = cublas_dirs()
+    rows.append(DoctorRow("cuBLAS", cublas is not None,
+                          str(cublas[0]) if cublas else "needed for --backend cuda: "
+                          "pip install -e '.[cuda]' (the nvidia-cublas wheel)",
+                          required=backend == "cuda"))
     cache = paths.cache_dir()
     free = shutil.disk_usage(cache).free
     rows.append(DoctorRow("free disk", free >= MIN_FREE_BYTES,
@@ -382,6 +427,9 @@ def _toolchain(backend: str) -> dict[str, str]:
             raise TqError("nvcc not found: install the CUDA toolkit and put nvcc on PATH "
                           "(or set CUDACXX)")
         versions["nvcc"] = _version(nvcc)
+        if cublas_dirs() is None:
+            raise TqError("cuBLAS not found (ggml-cuda links it; this CUDA toolkit has none): "
+                          "pip install -e '.[cuda]' (the nvidia-cublas wheel)")
     return versions
 
 
