@@ -15,6 +15,7 @@ section has the measured time.
 
 from __future__ import annotations
 
+import ctypes.util
 import re
 import subprocess
 from pathlib import Path
@@ -98,6 +99,23 @@ def test_turbo_sources_compile(tree: Path, arch: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", HOOKED_SOURCES)
 def test_hooked_upstream_sources_compile(tree: Path, name: str, tmp_path: Path) -> None:
     assert_compiles(tree, tree / CUDA_DIR / name, f"compute_{ARCHS[0]}", tmp_path)
+
+
+def test_cuda_build_configures(tree: Path, tmp_path: Path) -> None:
+    """`tqllama build --backend cuda`'s cmake arguments configure the tree: cuBLAS found
+    (from the wheel where the toolkit lacks it), and the 21 turbo vec instances and turbo.cu
+    in the build by default."""
+    args = build_mod.cmake_config_args("cuda", False)
+    if ctypes.util.find_library("cuda") is None:  # no GPU driver: no CUDA::cuda_driver to link
+        args.append("-DGGML_CUDA_NO_VMM=ON")
+    proc = subprocess.run(["cmake", "-S", str(tree), "-B", str(tmp_path / "build"), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ninja_or_make = "\n".join(p.read_text() for p in (tmp_path / "build").rglob("build.make"))
+    ninja_or_make += "\n".join(p.read_text() for p in (tmp_path / "build").glob("build.ninja"))
+    instances = set(re.findall(r"fattn-vec-instance-([a-z0-9_]+-[a-z0-9_]+)\.cu", ninja_or_make))
+    assert len({i for i in instances if "turbo" in i}) == 21
+    assert "ggml-cuda/turbo.cu" in ninja_or_make
 
 
 def test_a_cuda_type_error_fails_the_check(tree: Path, tmp_path: Path) -> None:
