@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tqllama.ggmllib import GgmlBase
-from tqllama.quant.turbo import TurboQuantMSE
+from tqllama.ggmllib import GgmlBase, GgmlCpu
+from tqllama.quant import tables
+from tqllama.quant.turbo import TurboQuantMSE, scale_from_code
 
 pytestmark = pytest.mark.slow
 
@@ -18,6 +19,11 @@ TURBO = {"turbo2": 2, "turbo3": 3, "turbo4": 4}
 @pytest.fixture(scope="module")
 def ggml(built_tools) -> GgmlBase:
     return GgmlBase(Path(built_tools.libraries["libggml-base.so"]))
+
+
+@pytest.fixture(scope="module")
+def ggml_cpu(built_tools, ggml: GgmlBase) -> GgmlCpu:
+    return GgmlCpu(Path(built_tools.libraries["libggml-cpu.so"]), ggml)
 
 
 def random_rows(rng: np.random.Generator, n: int, width: int) -> np.ndarray:
@@ -47,6 +53,28 @@ def adversarial_rows(rng: np.random.Generator) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
+def tie_rows(bits: int) -> np.ndarray:
+    """Constant rows halfway between the reconstructions of two candidate scales: the
+    scale search meets exact ties there (turbo3, turbo4), which the first candidate wins."""
+    kv = tables.kvalues(bits).astype(np.float32)
+    mids = [(scale_from_code(k) * a + scale_from_code(k + dk) * b) / np.float32(2)
+            for k in range(200, 216) for dk in range(1, 9) for a in kv for b in kv]
+    mids = np.unique(np.array([m for m in mids if m > 0], dtype=np.float32))
+    return np.repeat(mids[:, None], 64, axis=1)
+
+
+def boundary_rows(bits: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows whose amax / CBMAX is exactly M[i] * 2^e: step 2's `M[i] >= u` at equality."""
+    cbmax = np.float32(np.abs(tables.kvalues(bits)).max())
+    mant = tables.scale_mant().astype(np.float32)
+    t = (mant[None, :] * np.float32(2.0) ** np.arange(-20, 10, dtype=np.float32)[:, None]).ravel()
+    amax = (t * cbmax).astype(np.float32)
+    amax = amax[amax / cbmax == t]
+    rows = rng.uniform(-1, 1, size=(len(amax), 64)).astype(np.float32) * amax[:, None]
+    rows[:, 0], rows[:, 40] = amax, -amax
+    return rows
+
+
 @pytest.mark.parametrize("name", list(TURBO))
 @pytest.mark.parametrize("width", [64, 128, 256])
 def test_random_rows_byte_exact(ggml: GgmlBase, name: str, width: int) -> None:
@@ -69,3 +97,22 @@ def test_adversarial_rows_byte_exact(ggml: GgmlBase, name: str) -> None:
         assert one == ref.quantize(rows[i : i + 1]), f"row {i} differs"
     values = ggml.dequantize(name, c_bytes, rows.size)
     assert np.all(np.isfinite(values))
+
+
+@pytest.mark.parametrize("name", list(TURBO))
+def test_cpu_quantizer_byte_exact(ggml: GgmlBase, ggml_cpu: GgmlCpu, name: str) -> None:
+    """The CPU backend's from_float (SIMD where the machine has it) writes the reference's
+    bytes, on the rows where a different float order or tie rule would show."""
+    bits = TURBO[name]
+    rng = np.random.default_rng(300 + bits)
+    ref = TurboQuantMSE(bits)
+    for rows in (random_rows(rng, 2000, 128), adversarial_rows(rng), tie_rows(bits),
+                 boundary_rows(bits, rng)):
+        want = ref.quantize(rows)
+        assert ggml.quantize(name, rows) == want
+        got = ggml_cpu.quantize(name, rows)
+        if got != want:
+            size = ref.block_bytes
+            bad = next(i for i in range(0, len(want), size) if got[i:i + size] != want[i:i + size])
+            pytest.fail(f"{name} block {bad // size}: {got[bad:bad + size].hex()} "
+                        f"!= {want[bad:bad + size].hex()}")

@@ -1,4 +1,4 @@
-"""The turbo CPU kernels (vec_dot with q8_0, fused V accumulation) against the reference.
+"""The turbo CPU kernels (quantizer, vec_dot with q8_0, fused V accumulation) against the reference.
 
 tests/c/turbo_kernels.c compiles the kernel file into a small program; built twice, it
 checks the AVX2 path and the scalar fallback that every other architecture runs.
@@ -38,8 +38,9 @@ def test_kernels_match_reference(built_tools, tmp_path: Path, variant: str) -> N
     lib_dir = Path(built_tools.libraries["libggml-base.so"]).parent
     flags = ["-march=native"] if variant == "simd" else ["-march=native", "-mno-avx2", "-mno-fma"]
     exe = tmp_path / f"turbo_kernels_{variant}"
+    # -ffp-contract=off as in the build: the quantizer is bit-exact only without fused multiply-adds
     subprocess.run(
-        [cc, "-O2", "-std=gnu11", *flags, "-I", str(src / "src"),
+        [cc, "-O2", "-std=gnu11", "-ffp-contract=off", *flags, "-I", str(src / "src"),
          "-I", str(src / "src" / "ggml-cpu"), "-I", str(src / "include"),
          str(HERE / "c" / "turbo_kernels.c"),
          "-L", str(lib_dir), "-lggml-cpu", "-lggml-base", "-lm", f"-Wl,-rpath,{lib_dir}",

@@ -21,15 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_bitexact import adversarial_rows, random_rows
+from test_bitexact import adversarial_rows, boundary_rows, random_rows, tie_rows
 
 from tqllama.build import check_platform
 from tqllama.cli import cli
 from tqllama.errors import TqError
 from tqllama.patching import make_tree
 from tqllama.paths import ggml_src_dir
-from tqllama.quant import tables
-from tqllama.quant.turbo import TurboQuantMSE, scale_from_code
+from tqllama.quant.turbo import TurboQuantMSE
 from tqllama.source import fetch
 
 HERE = Path(__file__).parent
@@ -75,28 +74,6 @@ def _run(exe: Path, bits: int, mode: str, data: bytes) -> bytes:
                          timeout=120)
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     return run.stdout
-
-
-def tie_rows(bits: int) -> np.ndarray:
-    """Constant rows halfway between the reconstructions of two candidate scales: the
-    scale search meets exact ties there (turbo3, turbo4), which the first candidate wins."""
-    kv = tables.kvalues(bits).astype(np.float32)
-    mids = [(scale_from_code(k) * a + scale_from_code(k + dk) * b) / np.float32(2)
-            for k in range(200, 216) for dk in range(1, 9) for a in kv for b in kv]
-    mids = np.unique(np.array([m for m in mids if m > 0], dtype=np.float32))
-    return np.repeat(mids[:, None], 64, axis=1)
-
-
-def boundary_rows(bits: int, rng: np.random.Generator) -> np.ndarray:
-    """Rows whose amax / CBMAX is exactly M[i] * 2^e: step 2's `M[i] >= u` at equality."""
-    cbmax = np.float32(np.abs(tables.kvalues(bits)).max())
-    mant = tables.scale_mant().astype(np.float32)
-    t = (mant[None, :] * np.float32(2.0) ** np.arange(-20, 10, dtype=np.float32)[:, None]).ravel()
-    amax = (t * cbmax).astype(np.float32)
-    amax = amax[amax / cbmax == t]
-    rows = rng.uniform(-1, 1, size=(len(amax), 64)).astype(np.float32) * amax[:, None]
-    rows[:, 0], rows[:, 40] = amax, -amax
-    return rows
 
 
 @pytest.mark.parametrize("bits", BITS)

@@ -1,7 +1,8 @@
-"""The built libggml-base through ctypes: the C quantizers, called on NumPy rows.
+"""The built ggml libraries through ctypes: the C quantizers, called on NumPy rows.
 
-Tests use it to prove that the C reference and the NumPy reference agree byte for byte;
-`tqllama verify` could use it to compare the two on a user's machine.
+Tests use it to prove that the C quantizers (the reference of libggml-base and the SIMD
+`from_float` of libggml-cpu that writes the KV cache) and the NumPy reference agree byte
+for byte; `tqllama verify` could use it to compare them on a user's machine.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tqllama.errors import TqError
 from tqllama.types import CACHE_TYPES
 
 _to_float_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+_from_float_t = _to_float_t  # (const float *, void *, int64_t) -> void: the same C signature
 
 
 class _TypeTraits(ctypes.Structure):
@@ -30,14 +32,28 @@ class _TypeTraits(ctypes.Structure):
     ]
 
 
+class _TypeTraitsCpu(ctypes.Structure):
+    # struct ggml_type_traits_cpu in ggml-cpu.h
+    _fields_ = [
+        ("from_float", ctypes.c_void_p),
+        ("vec_dot", ctypes.c_void_p),
+        ("vec_dot_type", ctypes.c_int),
+        ("nrows", ctypes.c_int64),
+    ]
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise TqError(f"cannot load {path}: {exc}; run `tqllama build` again") from exc
+
+
 class GgmlBase:
     """ggml_quantize_chunk and the type traits' to_float of one libggml-base build."""
 
     def __init__(self, path: Path) -> None:
-        try:
-            self._lib = ctypes.CDLL(str(path))
-        except OSError as exc:
-            raise TqError(f"cannot load {path}: {exc}; run `tqllama build` again") from exc
+        self._lib = _load(path)
         self._lib.ggml_quantize_chunk.restype = ctypes.c_size_t
         self._lib.ggml_quantize_chunk.argtypes = [
             ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
@@ -69,3 +85,26 @@ class GgmlBase:
         src = ctypes.create_string_buffer(data, len(data))
         _to_float_t(traits.to_float)(ctypes.addressof(src), out.ctypes.data, n_values)
         return out
+
+
+class GgmlCpu:
+    """The CPU backend's from_float of one libggml-cpu build: what SET_ROWS stores."""
+
+    def __init__(self, path: Path, base: GgmlBase) -> None:
+        self._base = base
+        self._lib = _load(path)
+        self._lib.ggml_get_type_traits_cpu.restype = ctypes.POINTER(_TypeTraitsCpu)
+        self._lib.ggml_get_type_traits_cpu.argtypes = [ctypes.c_int]
+        self._lib.ggml_cpu_init()  # the fp16 tables some kernels read
+
+    def quantize(self, type_name: str, rows: np.ndarray) -> bytes:
+        """Rows of float32, one from_float call per row, as the KV cache is written."""
+        type_id, traits = self._base._traits(type_name)
+        from_float = _from_float_t(self._lib.ggml_get_type_traits_cpu(type_id).contents.from_float)
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        nrows, n_per_row = rows.shape
+        row_size = n_per_row // traits.blck_size * traits.type_size
+        out = ctypes.create_string_buffer(nrows * row_size)
+        for r in range(nrows):
+            from_float(rows[r].ctypes.data, ctypes.addressof(out) + r * row_size, n_per_row)
+        return out.raw

@@ -1,4 +1,5 @@
-// Checks the turbo CPU kernels against the reference dequantizer.
+// Checks the turbo CPU kernels against the reference: the quantizer byte for byte, the
+// dot product and the V accumulation against the reference dequantizer.
 //
 // The kernel file is compiled into this program, so one source gives one program per code
 // path: built with AVX2 (or for AArch64) it checks the SIMD path, built with -mno-avx2 (or
@@ -43,11 +44,25 @@ int main(void) {
                 const int sub = i / 32;
                 const float scale = (trial + sub) % 7 == 3 ? 0.0f : powf(2.0f, (float) ((trial*7 + sub*3) % 41 - 20));
                 x[i] = scale*gauss();
+                // every fifth row: small integers times a power of two, which land exactly on
+                // codebook values and thresholds and tie scale candidates
+                if (trial % 5 == 4) {
+                    x[i] = ldexpf((float) ((i*7 + trial) % 255 - 127), trial % 30 - 15);
+                }
                 q[i] = gauss();
                 y[i] = y0[i] = gauss();
             }
-            char xq[512/64*64], qq[512/32*34];
-            ggml_quantize_chunk(type, x, xq, 0, 1, n, NULL);
+            if (trial % 25 == 24) { // what a cache row must survive: NaN, infinities, denormals, f16's max
+                x[0] = NAN; x[1] = INFINITY; x[2] = -INFINITY; x[3] = 1e-45f; x[4] = -65504.0f; x[5] = 7e4f;
+            }
+            char xq[512/64*64], xc[512/64*64], qq[512/32*34];
+            ggml_quantize_chunk(type, x, xq, 0, 1, n, NULL); // the reference quantizer of ggml-base
+            switch (type) {                                   // this file's from_float
+                case GGML_TYPE_TURBO2: quantize_row_turbo2(x, xc, n); break;
+                case GGML_TYPE_TURBO3: quantize_row_turbo3(x, xc, n); break;
+                default:               quantize_row_turbo4(x, xc, n); break;
+            }
+            const int quant_ok = memcmp(xq, xc, ggml_row_size(type, n)) == 0;
             quantize_row_q8_0_ref(q, (block_q8_0 *) qq, n);
             tt->to_float(xq, xd, n);
             dequantize_row_q8_0((const block_q8_0 *) qq, qd, n);
@@ -73,12 +88,12 @@ int main(void) {
                 mad_ok &= fabs(y[i] - want) <= 1e-5*(fabs(y0[i]) + fabs(v*xd[i])) + 1e-30;
             }
 
-            if (dot_ok && mad_ok) {
+            if (quant_ok && dot_ok && mad_ok) {
                 ++passed;
             } else {
                 ++failed;
-                fprintf(stderr, "%s n=%d trial=%d: dot %s (%g vs %g), mad %s\n", ggml_type_name(type), n, trial,
-                        dot_ok ? "ok" : "FAILED", s, ref, mad_ok ? "ok" : "FAILED");
+                fprintf(stderr, "%s n=%d trial=%d: quantize %s, dot %s (%g vs %g), mad %s\n", ggml_type_name(type), n, trial,
+                        quant_ok ? "ok" : "FAILED", dot_ok ? "ok" : "FAILED", s, ref, mad_ok ? "ok" : "FAILED");
             }
         }
     }

@@ -15,22 +15,9 @@
 #include <stdbool.h>
 #include <string.h>
 
-// a codebook and the rule that searches its scale
-typedef struct {
-    const int8_t * values;  // 2^bits int8 entries, ascending
-    const float  * thresh;  // 2^bits - 1 midpoints
-    int            n;       // 2^bits
-    float          cbmax;   // max |values|
-    int            lo, hi;  // scale candidates k_ref+lo .. k_ref+hi
-} turbo_codebook;
-
 static const turbo_codebook turbo_cb4 = { kvalues_turbo4, kthresh_turbo4, 16, TURBO4_CBMAX, TURBO4_SEARCH_LO, TURBO4_SEARCH_HI };
 static const turbo_codebook turbo_cb3 = { kvalues_turbo3, kthresh_turbo3,  8, TURBO3_CBMAX, TURBO3_SEARCH_LO, TURBO3_SEARCH_HI };
 static const turbo_codebook turbo_cb2 = { kvalues_turbo2, kthresh_turbo2,  4, TURBO2_CBMAX, TURBO2_SEARCH_LO, TURBO2_SEARCH_HI };
-
-static inline int turbo_clamp_k(int k) {
-    return k < 1 ? 1 : k > TURBO_KMAX ? TURBO_KMAX : k;
-}
 
 // idx = #{t : y > thresh[t]}; the thresholds ascend, so a binary search counts them
 // (4 comparisons for 16 entries instead of 15: this runs 9 times per value on every token)
@@ -77,8 +64,33 @@ static float turbo_sub_error(const float * x, float d, const turbo_codebook * cb
     return err;
 }
 
+// FORMAT.md step 3, scalar: every candidate in increasing order, the first best wins
+static int turbo_best_code_ref(const float * xs, int k_ref, const turbo_codebook * cb) {
+    float best   = INFINITY;
+    int   best_k = k_ref;
+    for (int delta = cb->lo; delta <= cb->hi; ++delta) {
+        const int   kc  = turbo_clamp_k(k_ref + delta);
+        const float err = turbo_sub_error(xs, turbo_k_to_d(kc), cb);
+        if (err < best) {
+            best   = err;
+            best_k = kc;
+        }
+    }
+    return best_k;
+}
+
+// FORMAT.md step 6, scalar
+static void turbo_indices_ref(const float * xs, float inv, const turbo_codebook * cb, uint8_t * idx) {
+    for (int i = 0; i < QK_TURBO_SUB; ++i) {
+        idx[i] = (uint8_t) turbo_nearest(xs[i]*inv, cb);
+    }
+}
+
+static const turbo_search turbo_search_ref = { turbo_best_code_ref, turbo_indices_ref };
+
 // FORMAT.md steps 0-6 for one block: the scale field and the 64 indices
-static uint16_t turbo_quantize_block(const float * GGML_RESTRICT xin, uint8_t * GGML_RESTRICT idx, const turbo_codebook * cb) {
+static uint16_t turbo_quantize_block(const float * GGML_RESTRICT xin, uint8_t * GGML_RESTRICT idx,
+                                     const turbo_codebook * cb, const turbo_search * search) {
     float x[QK_TURBO];
     for (int i = 0; i < QK_TURBO; ++i) {
         const float v = xin[i];
@@ -96,18 +108,7 @@ static uint16_t turbo_quantize_block(const float * GGML_RESTRICT xin, uint8_t * 
             k[j] = 0;
             continue;
         }
-        const int k_ref = turbo_k_ref(amax, cb);
-        float best = INFINITY;
-        int   best_k = k_ref;
-        for (int delta = cb->lo; delta <= cb->hi; ++delta) {
-            const int   kc  = turbo_clamp_k(k_ref + delta);
-            const float err = turbo_sub_error(xs, turbo_k_to_d(kc), cb);
-            if (err < best) {
-                best   = err;
-                best_k = kc;
-            }
-        }
-        k[j] = best_k;
+        k[j] = search->best_code(xs, turbo_k_ref(amax, cb), cb);
     }
 
     // shared exponent: the smallest E that fits the larger code (FORMAT.md step 5)
@@ -125,11 +126,7 @@ static uint16_t turbo_quantize_block(const float * GGML_RESTRICT xin, uint8_t * 
             memset(is, 0, QK_TURBO_SUB);
             continue;
         }
-        const float * xs  = x + j*QK_TURBO_SUB;
-        const float   inv = 1.0f/turbo_k_to_d(8*E + f[j]);
-        for (int i = 0; i < QK_TURBO_SUB; ++i) {
-            is[i] = (uint8_t) turbo_nearest(xs[i]*inv, cb);
-        }
+        search->indices(x + j*QK_TURBO_SUB, 1.0f/turbo_k_to_d(8*E + f[j]), cb, is);
     }
     return s;
 }
@@ -146,10 +143,14 @@ static inline int turbo_unpack2(const uint8_t * qs, int i) {
 }
 
 void quantize_row_turbo4_ref(const float * GGML_RESTRICT x, block_turbo4 * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo4_with(x, y, k, &turbo_search_ref);
+}
+
+void quantize_row_turbo4_with(const float * GGML_RESTRICT x, block_turbo4 * GGML_RESTRICT y, int64_t k, const turbo_search * search) {
     assert(k % QK_TURBO == 0);
     uint8_t idx[QK_TURBO];
     for (int64_t ib = 0; ib < k/QK_TURBO; ++ib) {
-        y[ib].s = turbo_quantize_block(x + ib*QK_TURBO, idx, &turbo_cb4);
+        y[ib].s = turbo_quantize_block(x + ib*QK_TURBO, idx, &turbo_cb4, search);
         for (int j = 0; j < 2; ++j) {
             for (int l = 0; l < 16; ++l) {
                 y[ib].qs[16*j + l] = (uint8_t) (idx[32*j + l] | idx[32*j + l + 16] << 4);
@@ -159,10 +160,14 @@ void quantize_row_turbo4_ref(const float * GGML_RESTRICT x, block_turbo4 * GGML_
 }
 
 void quantize_row_turbo3_ref(const float * GGML_RESTRICT x, block_turbo3 * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo3_with(x, y, k, &turbo_search_ref);
+}
+
+void quantize_row_turbo3_with(const float * GGML_RESTRICT x, block_turbo3 * GGML_RESTRICT y, int64_t k, const turbo_search * search) {
     assert(k % QK_TURBO == 0);
     uint8_t idx[QK_TURBO];
     for (int64_t ib = 0; ib < k/QK_TURBO; ++ib) {
-        y[ib].s = turbo_quantize_block(x + ib*QK_TURBO, idx, &turbo_cb3);
+        y[ib].s = turbo_quantize_block(x + ib*QK_TURBO, idx, &turbo_cb3, search);
         for (int j = 0; j < 2; ++j) {
             turbo_pack2(idx + 32*j, y[ib].qs + 8*j);
             uint32_t h = 0;
@@ -177,10 +182,14 @@ void quantize_row_turbo3_ref(const float * GGML_RESTRICT x, block_turbo3 * GGML_
 }
 
 void quantize_row_turbo2_ref(const float * GGML_RESTRICT x, block_turbo2 * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo2_with(x, y, k, &turbo_search_ref);
+}
+
+void quantize_row_turbo2_with(const float * GGML_RESTRICT x, block_turbo2 * GGML_RESTRICT y, int64_t k, const turbo_search * search) {
     assert(k % QK_TURBO == 0);
     uint8_t idx[QK_TURBO];
     for (int64_t ib = 0; ib < k/QK_TURBO; ++ib) {
-        y[ib].s = turbo_quantize_block(x + ib*QK_TURBO, idx, &turbo_cb2);
+        y[ib].s = turbo_quantize_block(x + ib*QK_TURBO, idx, &turbo_cb2, search);
         for (int j = 0; j < 2; ++j) {
             turbo_pack2(idx + 32*j, y[ib].qs + 8*j);
         }

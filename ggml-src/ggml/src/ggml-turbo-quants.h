@@ -55,9 +55,36 @@ static inline float turbo_scale(uint16_t s, int j) {
     return f == 0 ? 0.0f : turbo_k_to_d(8*(s >> 10) + f);
 }
 
+// a codebook and its scale search window (FORMAT.md "Codebooks" and step 3)
+typedef struct {
+    const int8_t * values;  // 2^bits int8 entries, ascending
+    const float  * thresh;  // 2^bits - 1 midpoints
+    int            n;       // 2^bits
+    float          cbmax;   // max |values|
+    int            lo, hi;  // scale candidates k_ref+lo .. k_ref+hi
+} turbo_codebook;
+
+// the two inner loops of the quantization rule; SIMD backends supply their own, which
+// must give the same results bit for bit (the rest of the rule stays in one place)
+typedef struct {
+    // step 3: the best scale code of a non-zero sub-block of 32 values, given k_ref
+    int  (*best_code)(const float * xs, int k_ref, const turbo_codebook * cb);
+    // step 6: idx[i] = #{t : xs[i]*inv > thresh[t]} for the 32 values of a sub-block
+    void (*indices)(const float * xs, float inv, const turbo_codebook * cb, uint8_t * idx);
+} turbo_search;
+
+static inline int turbo_clamp_k(int k) {
+    return k < 1 ? 1 : k > TURBO_KMAX ? TURBO_KMAX : k;
+}
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+// the quantization rule with the given inner loops (the _ref functions use the scalar ones)
+void quantize_row_turbo2_with(const float * GGML_RESTRICT x, block_turbo2 * GGML_RESTRICT y, int64_t k, const turbo_search * search);
+void quantize_row_turbo3_with(const float * GGML_RESTRICT x, block_turbo3 * GGML_RESTRICT y, int64_t k, const turbo_search * search);
+void quantize_row_turbo4_with(const float * GGML_RESTRICT x, block_turbo4 * GGML_RESTRICT y, int64_t k, const turbo_search * search);
 
 void quantize_row_turbo2_ref(const float * GGML_RESTRICT x, block_turbo2 * GGML_RESTRICT y, int64_t k);
 void quantize_row_turbo3_ref(const float * GGML_RESTRICT x, block_turbo3 * GGML_RESTRICT y, int64_t k);

@@ -16,6 +16,126 @@
 #include <assert.h>
 #include <string.h>
 
+// ---------------------------------------------------------------------------------------
+// quantization (from_float: every token's K and V rows go through it)
+//
+// The rule is the reference's (ggml-turbo-quants.c); only its two inner loops differ. The
+// scalar loops search the nearest codebook entry with data-dependent branches, nine scale
+// candidates per value: most of their time is mispredicted branches. Here every candidate
+// is a SIMD lane and an index is a count of compares, so nothing branches on data, and each
+// lane does exactly the reference's float operations in the reference's order (this file
+// is compiled with -ffp-contract=off, so no multiply-add is fused): the same bytes.
+
+#if defined(__AVX2__)
+
+#include <immintrin.h>
+
+// #{t : y > thresh[t]} in each lane, as int32
+static inline __m256i turbo_count_gt(__m256 y, const __m256 * thresh, int n_thresh) {
+    __m256i idx = _mm256_setzero_si256();
+    for (int t = 0; t < n_thresh; ++t) {
+        // a true compare is all ones: -1 as an int
+        idx = _mm256_sub_epi32(idx, _mm256_castps_si256(_mm256_cmp_ps(y, thresh[t], _CMP_GT_OQ)));
+    }
+    return idx;
+}
+
+// (float) values[idx] for idx in 0..15: two 8-entry tables, picked by bit 3
+static inline __m256 turbo_lookup(__m256i idx, __m256 lo, __m256 hi) {
+    const __m256 upper = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7)));
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx), upper);
+}
+
+static void turbo_thresh_avx2(const turbo_codebook * cb, __m256 * thresh, __m256 * lo, __m256 * hi) {
+    float v[16] = { 0 };
+    for (int t = 0; t < cb->n - 1; ++t) {
+        thresh[t] = _mm256_set1_ps(cb->thresh[t]);
+    }
+    for (int i = 0; i < cb->n; ++i) {
+        v[i] = (float) cb->values[i];
+    }
+    *lo = _mm256_loadu_ps(v);
+    *hi = _mm256_loadu_ps(v + 8);
+}
+
+// up to 16 scale candidates, 8 per vector; padding lanes repeat the last candidate, which
+// can never win since the first of equal errors wins
+static int turbo_best_code_avx2(const float * xs, int k_ref, const turbo_codebook * cb) {
+    const int n_cand = cb->hi - cb->lo + 1;
+    assert(n_cand <= 16);
+
+    int   kc[16];
+    float d[16], inv[16];
+    for (int c = 0; c < 16; ++c) {
+        kc[c]  = turbo_clamp_k(k_ref + cb->lo + (c < n_cand ? c : n_cand - 1));
+        d[c]   = turbo_k_to_d(kc[c]);
+        inv[c] = 1.0f/d[c];
+    }
+
+    __m256 thresh[15], lo, hi;
+    turbo_thresh_avx2(cb, thresh, &lo, &hi);
+
+    const int    nv = n_cand > 8 ? 2 : 1;
+    const __m256 d0 = _mm256_loadu_ps(d),   d1 = _mm256_loadu_ps(d + 8);
+    const __m256 i0 = _mm256_loadu_ps(inv), i1 = _mm256_loadu_ps(inv + 8);
+    __m256 e0 = _mm256_setzero_ps();
+    __m256 e1 = _mm256_setzero_ps();
+    for (int i = 0; i < QK_TURBO_SUB; ++i) {
+        const __m256 x = _mm256_set1_ps(xs[i]);
+        {
+            const __m256 q = turbo_lookup(turbo_count_gt(_mm256_mul_ps(x, i0), thresh, cb->n - 1), lo, hi);
+            const __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(d0, q));
+            e0 = _mm256_add_ps(e0, _mm256_mul_ps(r, r));
+        }
+        if (nv == 2) {
+            const __m256 q = turbo_lookup(turbo_count_gt(_mm256_mul_ps(x, i1), thresh, cb->n - 1), lo, hi);
+            const __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(d1, q));
+            e1 = _mm256_add_ps(e1, _mm256_mul_ps(r, r));
+        }
+    }
+
+    float err[16];
+    _mm256_storeu_ps(err, e0);
+    _mm256_storeu_ps(err + 8, e1);
+    int best = 0;
+    for (int c = 1; c < n_cand; ++c) {
+        if (err[c] < err[best]) {
+            best = c;
+        }
+    }
+    return kc[best];
+}
+
+static void turbo_indices_avx2(const float * xs, float inv, const turbo_codebook * cb, uint8_t * idx) {
+    __m256 thresh[15], lo, hi;
+    turbo_thresh_avx2(cb, thresh, &lo, &hi);
+
+    const __m256 vinv = _mm256_set1_ps(inv);
+    for (int i = 0; i < QK_TURBO_SUB; i += 8) {
+        int32_t c[8];
+        _mm256_storeu_si256((__m256i *) c, turbo_count_gt(_mm256_mul_ps(_mm256_loadu_ps(xs + i), vinv), thresh, cb->n - 1));
+        for (int l = 0; l < 8; ++l) {
+            idx[i + l] = (uint8_t) c[l];
+        }
+    }
+}
+
+static const turbo_search turbo_search_cpu = { turbo_best_code_avx2, turbo_indices_avx2 };
+
+void quantize_row_turbo2(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo2_with(x, y, k, &turbo_search_cpu);
+}
+
+void quantize_row_turbo3(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo3_with(x, y, k, &turbo_search_cpu);
+}
+
+void quantize_row_turbo4(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo4_with(x, y, k, &turbo_search_cpu);
+}
+
+#else
+
 void quantize_row_turbo2(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
     quantize_row_turbo2_ref(x, y, k);
 }
@@ -27,6 +147,8 @@ void quantize_row_turbo3(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, 
 void quantize_row_turbo4(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
     quantize_row_turbo4_ref(x, y, k);
 }
+
+#endif
 
 // ---------------------------------------------------------------------------------------
 // sub-block j of a block -> its 32 codebook values, in element order
