@@ -1,6 +1,7 @@
 """Capture the llama-perplexity / llama-bench logs that tests/test_bench_parsers.py reads.
 
 Usage: python scripts/capture_bench_fixtures.py BIN_DIR [--prefix upstream] [--types q8_0,q4_0]
+       [--boundary N]  (N boundary layers at each end in q8_0: names get `-bN`)
 
 Each fixture `tests/fixtures/bench/<name>.log` gets a sidecar `<name>.cmd` with the exact
 command (model and text as given). Runs are tiny (-c 128, 4 chunks, 2 threads) so the logs
@@ -39,7 +40,10 @@ def main() -> None:
     ap.add_argument("--types", default="q8_0,q4_0")
     ap.add_argument("--bench-formats", default="json,jsonl,csv,md")
     ap.add_argument("--no-base", action="store_true", help="skip the f16 base fixtures")
+    ap.add_argument("--boundary", type=int, default=0, help="--cache-boundary-layers N")
     args = ap.parse_args()
+    edge = ["--cache-boundary-layers", str(args.boundary)] if args.boundary else []
+    tag = f"-b{args.boundary}" if args.boundary else ""
     ppl = [str(args.bin_dir / "llama-perplexity"), "-m", MODEL, "-f", TEXT, "-c", "128", "-t",
            "2", "-fa", "on", "-lv", "4"]
     bench = [str(args.bin_dir / "llama-bench"), "-m", MODEL, "-p", "64", "-n", "16",
@@ -56,15 +60,16 @@ def main() -> None:
             else:
                 capture(f"{prefix}-ppl-f16-c128x{chunks}", cmd)
         for k, v in pairs:
-            capture(f"{prefix}-kld-{k}-{v}-c128x4",
-                    [*ppl, "--chunks", "4", "-ctk", k, "-ctv", v, "--kl-divergence-base", base4,
-                     "--kl-divergence"])
+            capture(f"{prefix}-kld-{k}-{v}{tag}-c128x4",
+                    [*ppl, "--chunks", "4", "-ctk", k, "-ctv", v, *edge, "--kl-divergence-base",
+                     base4, "--kl-divergence"])
         k, v = pairs[-1]
-        capture(f"{prefix}-kld-{k}-{v}-c128x1",
-                [*ppl, "--chunks", "1", "-ctk", k, "-ctv", v, "--kl-divergence-base", base1,
-                 "--kl-divergence"])
+        capture(f"{prefix}-kld-{k}-{v}{tag}-c128x1",
+                [*ppl, "--chunks", "1", "-ctk", k, "-ctv", v, *edge, "--kl-divergence-base",
+                 base1, "--kl-divergence"])
         for fmt in args.bench_formats.split(","):
-            capture(f"{prefix}-bench-{k}-{v}-{fmt}", [*bench, "-ctk", k, "-ctv", v, "-o", fmt])
+            capture(f"{prefix}-bench-{k}-{v}{tag}-{fmt}",
+                    [*bench, "-ctk", k, "-ctv", v, *edge, "-o", fmt])
         if not args.no_base:
             # markdown drops the type columns at their default (f16): the parser must cope
             capture(f"{prefix}-bench-f16-f16-md", [*bench, "-o", "md"])

@@ -37,7 +37,12 @@ class Estimate:
 
 @dataclass(frozen=True)
 class KvCacheSize:
-    """`llama_kv_cache: size = ... MiB (... cells, ... layers, ...), K (t): ... MiB, V (t): ...`."""
+    """`llama_kv_cache: size = ... MiB (... cells, ... layers, ...), K (t): ... MiB, V (t): ...`.
+
+    With boundary layers (tqllama's builds) each side lists every type's share, the cache's
+    own type first: `K (turbo2):    0.74 MiB + K (q8_0):    0.40 MiB`. type_k / type_v are
+    the first type, k_mib / v_mib the sum, k_parts / v_parts every (type, MiB).
+    """
 
     total_mib: float
     cells: int
@@ -46,6 +51,9 @@ class KvCacheSize:
     k_mib: float
     type_v: str
     v_mib: float
+    k_parts: tuple[tuple[str, float], ...] = ()
+    v_parts: tuple[tuple[str, float], ...] = ()
+    streams: int = 1  # `N/S seqs`: S streams of `cells` cells each (llama-perplexity: -b / -c)
 
 
 @dataclass(frozen=True)
@@ -102,21 +110,36 @@ def _estimate(label: str, text: str, pct: bool = False) -> Estimate:
     return Estimate(float(m.group(1)), float(m.group(2)))
 
 
+def _kv_side(side: str) -> str:
+    """One side of the KV line: `K (t): x MiB`, then ` + K (t): y MiB` per further type."""
+    part = rf"{side} \(\w+\):\s*{NUMBER} MiB"
+    return rf"({part}(?: \+ {part})*)"
+
+
+def _kv_parts(side: str, text: str) -> tuple[tuple[str, float], ...]:
+    return tuple((t, float(mib)) for t, mib in
+                 re.findall(rf"{side} \((\w+)\):\s*({NUMBER}) MiB", text))
+
+
 def parse_kv_cache(text: str) -> KvCacheSize:
     m = search_line(
-        rf"llama_kv_cache: size =\s*({NUMBER}) MiB \(\s*(\d+) cells,\s*(\d+) layers,[^)]*\),"
-        rf" K \((\w+)\):\s*({NUMBER}) MiB, V \((\w+)\):\s*({NUMBER}) MiB",
+        rf"llama_kv_cache: size =\s*({NUMBER}) MiB \(\s*(\d+) cells,\s*(\d+) layers,"
+        rf"\s*\d+/(\d+) seqs\), {_kv_side('K')}, {_kv_side('V')}",
         text,
         "`llama_kv_cache: size = ...` line",
     )
+    k_parts, v_parts = _kv_parts("K", m.group(5)), _kv_parts("V", m.group(6))
     return KvCacheSize(
         total_mib=float(m.group(1)),
         cells=int(m.group(2)),
         layers=int(m.group(3)),
-        type_k=m.group(4),
-        k_mib=float(m.group(5)),
-        type_v=m.group(6),
-        v_mib=float(m.group(7)),
+        type_k=k_parts[0][0],
+        k_mib=round(sum(mib for _, mib in k_parts), 2),
+        type_v=v_parts[0][0],
+        v_mib=round(sum(mib for _, mib in v_parts), 2),
+        k_parts=k_parts,
+        v_parts=v_parts,
+        streams=int(m.group(4)),
     )
 
 

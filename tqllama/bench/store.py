@@ -19,6 +19,7 @@ from typing import Any
 
 from tqllama.bench.parse_bench import BenchRow
 from tqllama.bench.parse_perplexity import PerplexityResult
+from tqllama.bench.presets import BOUNDARY_DEFAULT, CachePair
 from tqllama.errors import TqError
 
 RESULTS_FILE = "results.jsonl"
@@ -51,11 +52,20 @@ class RunRecord:
     seconds: float
     perplexity: PerplexityResult | None = None
     bench: tuple[BenchRow, ...] = field(default_factory=tuple)
+    # boundary layers (--cache-boundary-layers): absent from records made before they existed
+    boundary: int = 0
+    type_k_boundary: str = BOUNDARY_DEFAULT
+    type_v_boundary: str = BOUNDARY_DEFAULT
     schema: int = SCHEMA
 
     @property
+    def pair(self) -> CachePair:
+        return CachePair(self.type_k, self.type_v, self.boundary, self.type_k_boundary,
+                         self.type_v_boundary)
+
+    @property
     def pair_label(self) -> str:
-        return f"{self.type_k}/{self.type_v}"
+        return self.pair.label
 
 
 def _revive(tp: Any, value: Any) -> Any:

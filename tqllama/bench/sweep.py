@@ -30,6 +30,7 @@ from tqllama.bench.runner import diagnose, run_logged
 from tqllama.bench.store import FileRef, RunRecord, Store
 from tqllama.errors import TqError
 from tqllama.source import sha256_file
+from tqllama.types import CACHE_TYPES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -160,20 +161,66 @@ def build_fingerprint(tools: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def supported_cache_types(perplexity: Path) -> tuple[list[str], list[str]]:
-    """The `-ctk` and `-ctv` values the binary accepts, from its `--help`."""
+@dataclass(frozen=True)
+class ToolOptions:
+    """What a llama-perplexity binary offers, as its `--help` says."""
+
+    k_types: tuple[str, ...]
+    v_types: tuple[str, ...]
+    boundary: bool  # --cache-boundary-layers (tqllama's builds)
+
+
+def tool_options(perplexity: Path) -> ToolOptions:
     proc = subprocess.run([str(perplexity), "--help"], capture_output=True, text=True,
                           timeout=60)
+    text = proc.stdout + proc.stderr
     lists = []
     for option in ("--cache-type-k", "--cache-type-v"):
-        # The list wraps over several lines and ends where "(default: ...)" starts.
-        m = re.search(rf"{option}\b.*?allowed values:(.*?)\(default", proc.stdout + proc.stderr,
-                      re.DOTALL)
+        # The list wraps over several lines and ends where "(default: ...)" starts; the
+        # boundary options (--cache-type-k-boundary) have lists of their own.
+        m = re.search(rf"{option}(?![\w-]).*?allowed values:(.*?)\(default", text, re.DOTALL)
         if m is None:
             raise TqError(f"{perplexity} --help lists no {option} types: is it a llama.cpp "
                           "llama-perplexity?")
-        lists.append([t for t in re.split(r"[\s,]+", m.group(1)) if t])
-    return lists[0], lists[1]
+        lists.append(tuple(t for t in re.split(r"[\s,]+", m.group(1)) if t))
+    return ToolOptions(lists[0], lists[1], "--cache-boundary-layers" in text)
+
+
+def runnable_pairs(pairs: Sequence[CachePair], options: ToolOptions, perplexity: Path,
+                   ) -> tuple[tuple[CachePair, ...], list[str]]:
+    """The pairs the build can run, and one note per reason for the pairs it cannot.
+
+    A pair is left out when it needs a cache type tqllama knows but this build lacks (the
+    `_qjl` K types before they are built, the turbo types in an upstream build) or boundary
+    layers the build does not offer: a preset can then still run on any build. A name that
+    no build knows is a typo: TqError, listing the build's types.
+    """
+    for side, allowed, asked in (
+            ("K", options.k_types, {t for p in pairs for t in (p.k, *_boundary(p, "k"))}),
+            ("V", options.v_types, {t for p in pairs for t in (p.v, *_boundary(p, "v"))})):
+        unknown = sorted(asked - set(allowed) - set(CACHE_TYPES))
+        if unknown:
+            raise TqError(f"{side} cache type {', '.join(unknown)} unknown to {perplexity}: it "
+                          f"has {', '.join(allowed)} (`tqllama build` builds the turbo types)")
+    skipped: dict[str, list[str]] = {}
+    kept = []
+    for p in pairs:
+        lacking = sorted({p.k, *_boundary(p, "k")} - set(options.k_types)
+                         | {p.v, *_boundary(p, "v")} - set(options.v_types))
+        if lacking:
+            skipped.setdefault(f"the build has no {', '.join(lacking)}", []).append(p.label)
+        elif p.boundary and not options.boundary:
+            skipped.setdefault("the build has no --cache-boundary-layers", []).append(p.label)
+        else:
+            kept.append(p)
+    notes = [f"skipped {', '.join(labels)}: {why}" for why, labels in skipped.items()]
+    return tuple(kept), notes
+
+
+def _boundary(pair: CachePair, side: str) -> tuple[str, ...]:
+    if not pair.boundary:
+        return ()
+    return (pair.k_boundary,) if side == "k" else (pair.v_boundary,)
 
 
 # ---------------------------------------------------------------- planning
@@ -211,7 +258,7 @@ class Run:
 
     def log_name(self) -> str:
         where = f"-d{self.depth}" if self.kind == "bench" else ""
-        return f"{self.kind}-{self.pair.k}-{self.pair.v}{where}-{self.key[:8]}.log"
+        return f"{self.kind}-{self.pair.slug}{where}-{self.key[:8]}.log"
 
 
 @dataclass(frozen=True)
@@ -254,20 +301,20 @@ def plan(settings: SweepSettings, env: Environment) -> tuple[Run, list[Run]]:
                [*ppl, "--kl-divergence-base", str(logits)])
     runs = []
     for pair in s.pairs:
-        key = _key(kind="kld", k=pair.k, v=pair.v, base=base.key)
+        key = _key(kind="kld", **pair.key_fields(), base=base.key)
         runs.append(Run("kld", pair, base_params, key,
-                        [*ppl, "-ctk", pair.k, "-ctv", pair.v, "--kl-divergence-base",
-                         str(logits), "--kl-divergence"]))
+                        [*ppl, *pair.args(), "--kl-divergence-base", str(logits),
+                         "--kl-divergence"]))
     for pair in s.pairs:
         for depth in s.depths:
             params = {"depth": depth, "n_prompt": s.n_prompt, "n_gen": s.n_gen, "reps": s.reps,
                       "threads": s.threads, "backend": s.backend}
-            key = _key(kind="bench", k=pair.k, v=pair.v, build=env.build_id,
+            key = _key(kind="bench", **pair.key_fields(), build=env.build_id,
                        model=env.model.sha256, **params)
             runs.append(Run("bench", pair, params, key, [
                 str(env.bench), "-m", env.model.path, "-p", str(s.n_prompt), "-n", str(s.n_gen),
                 "-d", str(depth), "-r", str(s.reps), "-t", str(s.threads), "-fa", "1",
-                "-ctk", pair.k, "-ctv", pair.v, "-o", "jsonl", *_backend_args(s)]))
+                *pair.args(), "-o", "jsonl", *_backend_args(s)]))
     return base, runs
 
 
@@ -293,8 +340,10 @@ def _check_chunks(result: PerplexityResult, settings: SweepSettings, log: Path) 
 class Sweep:
     """Runs the plan against a store; `execute` is safe to interrupt and to call again."""
 
-    def __init__(self, settings: SweepSettings, env: Environment, progress: Progress) -> None:
+    def __init__(self, settings: SweepSettings, env: Environment, progress: Progress,
+                 skipped: Sequence[str] = ()) -> None:
         self.settings = settings
+        self.skipped = list(skipped)  # notes on the pairs the build cannot run
         self.env = env
         self.progress = progress
         self.store = Store(settings.out)
@@ -346,8 +395,9 @@ class Sweep:
             summary = _kld_summary(result)
         self.store.append(RunRecord(
             key=run.key, kind=run.kind, type_k=run.pair.k, type_v=run.pair.v,
-            params=run.params, command=run.command, build_id=self.env.build_id,
-            build_manifest=self.env.build_manifest,
+            boundary=run.pair.boundary, type_k_boundary=run.pair.k_boundary,
+            type_v_boundary=run.pair.v_boundary, params=run.params, command=run.command,
+            build_id=self.env.build_id, build_manifest=self.env.build_manifest,
             model=self.env.model, text=self.env.text if run.kind != "bench" else None,
             log=str(log.relative_to(self.store.root)), started=started,
             seconds=round(seconds, 2), **fields))
@@ -417,17 +467,17 @@ def prepare(settings: SweepSettings, progress: Progress) -> Sweep:
     if not s.pairs:
         s = replace(s, pairs=pairs_from(None, []))
     perplexity, bench = tool_path(PERPLEXITY, s), tool_path(BENCH, s)
-    k_types, v_types = supported_cache_types(perplexity)
-    for side, allowed, asked in (("K", k_types, {p.k for p in s.pairs}),
-                                 ("V", v_types, {p.v for p in s.pairs})):
-        unknown = sorted(asked - set(allowed))
-        if unknown:
-            raise TqError(f"{side} cache type {', '.join(unknown)} unknown to {perplexity}: it "
-                          f"has {', '.join(allowed)} (`tqllama build` builds the turbo types)")
+    pairs, skipped = runnable_pairs(s.pairs, tool_options(perplexity), perplexity)
+    for note in skipped:
+        progress.note(note)
+    if not pairs:
+        raise TqError(f"{perplexity} can run none of the pairs asked for ({skipped[0]}): build "
+                      "them with `tqllama build` or pass other --cache pairs")
+    s = replace(s, pairs=pairs)
     model, text = assets.resolve_model(s.model), assets.resolve_text(s.text)
     progress.note(f"hashing {model.name} and {text.name} ...")
     env = Environment(
         perplexity=perplexity, bench=bench, build_id=build_fingerprint([perplexity, bench]),
         build_manifest=manifest_key(s),
         model=FileRef(str(model), sha256_file(model)), text=FileRef(str(text), sha256_file(text)))
-    return Sweep(s, env, progress)
+    return Sweep(s, env, progress, skipped)

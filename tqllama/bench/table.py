@@ -30,6 +30,10 @@ DEFAULT_BASELINE = CachePair("q8_0", "q8_0")
 
 SpeedKey = tuple[str, int]  # (llama-bench test name, KV depth)
 
+# Boundary layers are judged by the share of the quality gap to the next type up that they
+# close: turbo2/turbo2@b2 against turbo2/turbo2 (N = 0) and turbo3/turbo3.
+_LADDER = ("turbo2", "turbo3", "turbo4", "q8_0")
+
 
 @dataclass(frozen=True)
 class Speed:
@@ -118,12 +122,47 @@ def _quality(r: RunRecord, f16_ppl: float | None) -> dict[str, Any]:
     return out
 
 
+def _bits(name: str) -> float | None:
+    return CACHE_TYPES[name].bits_per_value if name in CACHE_TYPES else None
+
+
+def layer_mix_bits(pair: CachePair, n_layer: int | None) -> tuple[float | None, float | None]:
+    """Bits per value of K and V, averaged over the layers: boundary layers have their own types.
+
+    n_layer: the layers holding a KV cache (llama.cpp's KV size line); needed only with
+    boundary layers. Every layer is assumed to cache as many values as any other, which
+    holds for models without sliding-window or differently sized layers.
+    """
+    if not pair.boundary:
+        return _bits(pair.k), _bits(pair.v)
+    if not n_layer:
+        return None, None
+    n_edge = min(2 * pair.boundary, n_layer)
+
+    def mix(main: str, edge: str) -> float | None:
+        b_main, b_edge = _bits(main), _bits(edge)
+        if b_main is None or b_edge is None:
+            return None
+        return (n_edge * b_edge + (n_layer - n_edge) * b_main) / n_layer
+
+    return mix(pair.k, pair.k_boundary), mix(pair.v, pair.v_boundary)
+
+
+def _n_layer(records: list[RunRecord]) -> int | None:
+    """The KV-cache layers of the sweep's model, from any llama-perplexity run (all share it)."""
+    for r in records:
+        if r.perplexity is not None:
+            return r.perplexity.kv_cache.layers
+    return None
+
+
 def summarize(records: list[RunRecord], baseline: CachePair | None) -> list[PairRow]:
     """One row per K/V pair, in the order the pairs first ran."""
     records = latest(records)
     f16_ppl = _f16_ppl(records)
+    n_layer = _n_layer(records)
     records = [r for r in records if r.kind != "base"]
-    pairs = list(dict.fromkeys(CachePair(r.type_k, r.type_v) for r in records))
+    pairs = list(dict.fromkeys(r.pair for r in records))
     if baseline is not None and baseline not in pairs:
         have = ", ".join(p.label for p in pairs) or "none"
         raise TqError(f"no {baseline.label} runs in these results (pairs: {have}): pass "
@@ -131,25 +170,57 @@ def summarize(records: list[RunRecord], baseline: CachePair | None) -> list[Pair
     speeds: dict[CachePair, dict[SpeedKey, tuple[float, float]]] = {p: {} for p in pairs}
     for r in records:
         for row in r.bench:
-            speeds[CachePair(r.type_k, r.type_v)][(row.test, row.n_depth)] = (row.avg_ts,
-                                                                             row.stddev_ts)
+            speeds[r.pair][(row.test, row.n_depth)] = (row.avg_ts, row.stddev_ts)
     base_speed = speeds.get(baseline, {}) if baseline else {}
     rows = []
     for pair in pairs:
         quality: dict[str, Any] = {}
         for r in records:
-            if r.kind == "kld" and CachePair(r.type_k, r.type_v) == pair:
+            if r.kind == "kld" and r.pair == pair:
                 quality = _quality(r, f16_ppl)
         speed = {}
         for key, (avg, std) in sorted(speeds[pair].items(), key=lambda kv: (kv[0][1], kv[0][0])):
             ref = base_speed.get(key)
             speed[key] = Speed(avg, std, avg / ref[0] if ref and ref[0] > 0 else None)
-        rows.append(PairRow(
-            pair,
-            CACHE_TYPES[pair.k].bits_per_value if pair.k in CACHE_TYPES else None,
-            CACHE_TYPES[pair.v].bits_per_value if pair.v in CACHE_TYPES else None,
-            speed=speed, **quality))
+        rows.append(PairRow(pair, *layer_mix_bits(pair, n_layer), speed=speed, **quality))
     return rows
+
+
+@dataclass(frozen=True)
+class BoundaryGain:
+    """How much of the KLD gap between a pair and the next type up its boundary layers close."""
+
+    row: PairRow
+    plain: PairRow  # the same pair without boundary layers
+    reference: PairRow  # the next type up on both sides that are turbo: turbo2 -> turbo3
+    recovered: float  # (KLD(plain) - KLD(row)) / (KLD(plain) - KLD(reference)), 1 = all of it
+
+
+def gap_reference(pair: CachePair) -> CachePair | None:
+    """The pair one step up the ladder turbo2 < turbo3 < turbo4 < q8_0 on each turbo side."""
+    def up(name: str) -> str:
+        i = _LADDER.index(name) if name in _LADDER else -1
+        return _LADDER[i + 1] if 0 <= i < len(_LADDER) - 1 else name
+
+    ref = CachePair(up(pair.k), up(pair.v))
+    return None if ref == pair.plain else ref
+
+
+def boundary_gains(rows: list[PairRow]) -> list[BoundaryGain]:
+    """One entry per boundary-layer row whose plain pair and gap reference have KLD too."""
+    by_pair = {row.pair: row for row in rows if row.kld_mean is not None}
+    out = []
+    for row in rows:
+        ref = gap_reference(row.pair)
+        plain, top = by_pair.get(row.pair.plain), by_pair.get(ref) if ref else None
+        if not row.pair.boundary or row.kld_mean is None or plain is None or top is None:
+            continue
+        assert plain.kld_mean is not None and top.kld_mean is not None
+        gap = plain.kld_mean.value - top.kld_mean.value
+        if gap <= 0:  # the reference is no better: there is no gap to recover
+            continue
+        out.append(BoundaryGain(row, plain, top, (plain.kld_mean.value - row.kld_mean.value) / gap))
+    return out
 
 
 def _speed_columns(rows: list[PairRow]) -> list[SpeedKey]:
@@ -167,17 +238,21 @@ def _num(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else round(x, 6)
 
 
-def _flat(row: PairRow, speed_keys: list[SpeedKey]) -> dict[str, Any]:
+def _flat(row: PairRow, speed_keys: list[SpeedKey], gain: BoundaryGain | None) -> dict[str, Any]:
     """The row as plain named numbers (csv and json)."""
     def est(name: str, e: Estimate | None) -> dict[str, Any]:
         return {name: _num(e.value) if e else None, f"{name}_err": _num(e.error) if e else None}
 
     out: dict[str, Any] = {
         "pair": row.pair.label, "type_k": row.pair.k, "type_v": row.pair.v,
-        "bits_k": row.bits_k, "bits_v": row.bits_v, "bits_mean": row.bits_mean,
+        "boundary": row.pair.boundary,
+        "type_k_boundary": row.pair.k_boundary if row.pair.boundary else None,
+        "type_v_boundary": row.pair.v_boundary if row.pair.boundary else None,
+        "bits_k": _num(row.bits_k), "bits_v": _num(row.bits_v), "bits_mean": _num(row.bits_mean),
         "compression_vs_f16": _num(row.compression), "kv_mib": row.kv_mib,
         **est("ppl", row.ppl), **est("dppl_pct", row.dppl_pct), **est("kld_mean", row.kld_mean),
         "kld_p99": row.kld_p99, **est("same_top_pct", row.same_top_pct),
+        "gap_recovered": _num(gain.recovered) if gain else None,
     }
     for key in speed_keys:
         s = row.speed.get(key)
@@ -207,7 +282,7 @@ def _markdown(rows: list[PairRow], speed_keys: list[SpeedKey], baseline: CachePa
             error = "" if math.isnan(e.error) else f" ± {e.error:{spec}}"
             return f"{e.value:{sign}{spec}}{error}"
 
-        bits_kv = f"{_fmt(row.bits_k, 'g')}/{_fmt(row.bits_v, 'g')}"
+        bits_kv = f"{_fmt(row.bits_k, '.3g')}/{_fmt(row.bits_v, '.3g')}"
         cells = [row.pair.label, bits_kv, _fmt(row.bits_mean, ".2f"),
                  _fmt(row.compression, ".2f") + ("x" if row.compression else ""),
                  _fmt(row.kv_mib, ".2f"), pm(row.ppl, ".4f"), pm(row.dppl_pct, ".2f", "+"),
@@ -227,7 +302,30 @@ def _markdown(rows: list[PairRow], speed_keys: list[SpeedKey], baseline: CachePa
     if speed_keys:
         ratio = f", in brackets the ratio to {baseline.label}" if baseline else ""
         notes.append(f"t/s: llama-bench tokens/s at KV depth d{ratio}.")
-    return "\n".join(lines + notes) + "\n"
+    if any(row.pair.boundary for row in rows):
+        notes.append("K/V@bN: the first N and the last N layers keep their cache in q8_0 (or the "
+                     "types after the colon); bits are the mean over all layers.")
+    return "\n".join(lines + notes + _boundary_markdown(boundary_gains(rows))) + "\n"
+
+
+def _boundary_markdown(gains: list[BoundaryGain]) -> list[str]:
+    if not gains:
+        return []
+    kld = "mean KLD"
+    lines = ["", f"Boundary layers: the share of the {kld} gap between the pair without them "
+             "and the pair one type up that they recover, (KLD(N=0) - KLD(N)) / "
+             "(KLD(N=0) - KLD(reference)).", "",
+             f"| K/V | N | bits | {kld} | {kld} N=0 | reference | {kld} reference | "
+             "gap recovered |",
+             "|---|---:|---:|---:|---:|---|---:|---:|"]
+    for g in gains:
+        assert g.row.kld_mean and g.plain.kld_mean and g.reference.kld_mean
+        lines.append(" | ".join([
+            f"| {g.row.pair.label}", str(g.row.pair.boundary), _fmt(g.row.bits_mean, ".2f"),
+            f"{g.row.kld_mean.value:.6f}", f"{g.plain.kld_mean.value:.6f}",
+            g.reference.pair.label, f"{g.reference.kld_mean.value:.6f}",
+            f"{100 * g.recovered:.1f}% |"]))
+    return lines
 
 
 def render(records: list[RunRecord], fmt: str = "md",
@@ -240,7 +338,8 @@ def render(records: list[RunRecord], fmt: str = "md",
     speed_keys = _speed_columns(rows)
     if fmt == "md":
         return _markdown(rows, speed_keys, baseline)
-    flat = [_flat(row, speed_keys) for row in rows]
+    gains = {g.row.pair: g for g in boundary_gains(rows)}
+    flat = [_flat(row, speed_keys, gains.get(row.pair)) for row in rows]
     if fmt == "json":
         return json.dumps(flat, indent=2) + "\n"
     buf = io.StringIO()

@@ -44,7 +44,8 @@ def bench() -> None:
 @click.option("--model", help="a .gguf path or alias (default: smollm2-135m, fetched on use)")
 @click.option("--text", help="evaluation text (default: $TQLLAMA_TEXT, else WikiText-2 test)")
 @click.option("--cache", "caches", multiple=True, metavar="K/V",
-              help="a K/V cache pair, e.g. q8_0/turbo3; repeat for more")
+              help="a K/V cache pair, e.g. q8_0/turbo3, or with N boundary layers at each end "
+                   "in q8_0: turbo2/turbo2@b2; repeat for more")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)),
               help="a named set of pairs (default when no --cache: default)")
 @click.option("--ctx", type=int, help=f"llama-perplexity context [{_default('ctx')}]")
@@ -86,6 +87,8 @@ def sweep(caches: tuple[str, ...], preset: str | None, depths: str | None,
     baseline = table.DEFAULT_BASELINE if table.DEFAULT_BASELINE in run.settings.pairs else None
     click.echo(table.render(records, "md", baseline), nl=False)
     click.echo(f"results: {run.store.results}", err=True)
+    for note in run.skipped:  # said at the start too; repeated where the table ends
+        click.echo(note, err=True)
     if run.failures:
         raise TqError(f"{len(run.failures)} runs failed (first: {run.failures[0]}); fix and "
                       "rerun to fill them in")
