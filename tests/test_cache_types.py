@@ -118,8 +118,10 @@ def test_signs_can_be_switched_off(built_tools, model: Path, text: Path, base_lo
     assert results["0"] < KLD_BOUNDS[("turbo3", "turbo3")]
 
 
-def test_unknown_cache_type_lists_valid_ones(built_tools, model: Path) -> None:
-    proc = run([built_tools.binaries["llama-perplexity"], "-m", str(model), "-ctk", "turbo5"])
+@pytest.mark.parametrize("tool", ["llama-perplexity", "llama-server"])
+def test_unknown_cache_type_lists_valid_ones(built_tools, model: Path, tool: str) -> None:
+    """At start-up, before the model is loaded (so no server ever listens)."""
+    proc = run([built_tools.binaries[tool], "-m", str(model), "-ctk", "turbo5"])
     assert proc.returncode != 0
     assert "Unsupported cache type: turbo5 (valid: " in proc.stderr
     assert "turbo4, turbo3, turbo2" in proc.stderr

@@ -30,7 +30,8 @@ def glue(tmp_path: Path) -> Glue:
 def test_config_is_the_tools_backend_for_the_libraries_only() -> None:
     config = pywheel.wheel_config("cpu", ["-DGGML_NATIVE=OFF"])
     assert "-DGGML_CUDA=OFF" in config
-    assert {"-DLLAMA_BUILD_TOOLS=OFF", "-DLLAVA_BUILD=OFF"} <= set(config)
+    assert {"-DLLAMA_BUILD_TOOLS=OFF", "-DLLAVA_BUILD=OFF", "-DLLAMA_BUILD_COMMON=OFF",
+            } <= set(config)
     # the tools' options come first, so these later ones win in cmake
     assert config.index("-DLLAMA_BUILD_SERVER=ON") < config.index("-DLLAMA_BUILD_SERVER=OFF")
     assert not [a for a in config if a.startswith("-DCMAKE_BUILD_TYPE")]

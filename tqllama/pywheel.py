@@ -6,7 +6,7 @@ built from) and the patches of `patches/python/` applied to its Python package: 
 `GGML_TYPE_*` ids of the turbo types and the fields `patches/` adds to the C structs that
 the ctypes bindings mirror. pip builds it with scikit-build-core, without build isolation
 (the backend comes from the `python` extra, so nothing is downloaded at build time), for
-the libraries only: no server, tools or multimodal (mtmd) library.
+the libraries only: no server, tools, common library or multimodal (mtmd) library.
 
 Layout under the cache, one stable pair per backend, as for the tools:
 
@@ -40,8 +40,10 @@ from tqllama import build, paths, source
 from tqllama.errors import TqError
 from tqllama.patching import Glue, apply_patch, make_tree
 
-# The wheel holds the libraries only. LLAVA_BUILD is llama-cpp-python's switch for mtmd.
-_LIBRARY_ONLY = ("-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAVA_BUILD=OFF")
+# The wheel holds the libraries only. LLAVA_BUILD is llama-cpp-python's switch for mtmd;
+# llama-common serves only mtmd's command-line tools (the package patch stops forcing it on).
+_LIBRARY_ONLY = ("-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAVA_BUILD=OFF",
+                 "-DLLAMA_BUILD_COMMON=OFF")
 # scikit-build-core sets the build type itself and ignores it in CMAKE_ARGS (with a warning).
 _BUILD_TYPE = "-DCMAKE_BUILD_TYPE="
 _VERSION_LINE = re.compile(r'^__version__ = "([^"+]+)"$', re.MULTILINE)
@@ -132,9 +134,7 @@ def _build_wheel(backend: str, key: str, config: list[str], jobs: int | None, gl
     record = bdir / "wheel-config.json"
     if not record.is_file() or json.loads(record.read_text()) != config:
         (bdir / "CMakeCache.txt").unlink(missing_ok=True)
-    defines = [*config, f"-DLLAMA_BUILD_NUMBER={build.BUILD_NUMBER}",
-               f"-DLLAMA_BUILD_COMMIT={source.PIN.commit}-tq{key[:8]}"]
-    env = {**os.environ, "CMAKE_ARGS": shlex.join(defines),
+    env = {**os.environ, "CMAKE_ARGS": shlex.join(config),
            "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs or os.cpu_count() or 2)}
     log = bdir / "build.log"
     with tempfile.TemporaryDirectory(dir=root, prefix=".wheel-") as scratch, \
