@@ -21,7 +21,7 @@ cmake --build "$out/build" --target ggml-base ggml-cpu > "$out/build.log"
 lib=$out/build/bin
 src=$tree/ggml
 for arch in armv8.2-a+dotprod armv8-a; do
-  aarch64-linux-gnu-gcc -O2 -std=gnu11 -march=$arch -I "$src/src" -I "$src/src/ggml-cpu" \
+  aarch64-linux-gnu-gcc -O2 -std=gnu11 -ffp-contract=off -march=$arch -I "$src/src" -I "$src/src/ggml-cpu" \
     -I "$src/include" "$here/tests/c/turbo_kernels.c" -L "$lib" -lggml-cpu -lggml-base -lm -o "$out/k"
   echo -n "-march=$arch: "
   QEMU_LD_PREFIX=/usr/aarch64-linux-gnu LD_LIBRARY_PATH=$lib qemu-aarch64 "$out/k"

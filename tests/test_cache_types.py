@@ -102,6 +102,39 @@ def test_kv_memory_matches_bits_per_value(built_tools, model: Path, text: Path, 
     assert sizes[name] / sizes["f16"] == pytest.approx(bpv / 16, rel=0.01)
 
 
+def _kld(built_tools, model: Path, text: Path, base_logits: Path, ctk: str, ctv: str,
+         env: dict[str, str] | None = None) -> tuple[float, str]:
+    result, stderr = perplexity(
+        built_tools.binaries["llama-perplexity"], "-m", str(model), "-f", str(text),
+        "-c", str(CTX), "--chunks", str(CHUNKS), "-ctk", ctk, "-ctv", ctv,
+        "--kl-divergence-base", str(base_logits), "--kl-divergence", env=env)
+    assert result.kld is not None
+    return result.kld.kld_mean.value, stderr
+
+
+def test_quality_bars_against_rotated_q4_0(built_tools, model: Path, text: Path,
+                                           base_logits: Path) -> None:
+    """Issue 9's bars, on the few chunks CI can afford (docs/BENCHMARKS.md has 64):
+    turbo4/turbo4 <= 0.85x and turbo4-K/turbo3-V <= 1.2x upstream's rotated q4_0/q4_0."""
+    q4_0, _ = _kld(built_tools, model, text, base_logits, "q4_0", "q4_0")
+    turbo4, _ = _kld(built_tools, model, text, base_logits, "turbo4", "turbo4")
+    mixed, _ = _kld(built_tools, model, text, base_logits, "turbo4", "turbo3")
+    assert turbo4 <= 0.85 * q4_0, (turbo4, q4_0)
+    assert mixed <= 1.2 * q4_0, (mixed, q4_0)
+
+
+def test_key_centring_lowers_the_kld(built_tools, model: Path, text: Path,
+                                     base_logits: Path) -> None:
+    """Storing k - c leaves attention unchanged and the quantizer less to carry:
+    TQLLAMA_TURBO_CENTER=0 (plain k) must be clearly worse."""
+    on, stderr_on = _kld(built_tools, model, text, base_logits, "turbo4", "turbo4")
+    off, stderr_off = _kld(built_tools, model, text, base_logits, "turbo4", "turbo4",
+                           env={**os.environ, "TQLLAMA_TURBO_CENTER": "0"})
+    assert "turbo key centring on" in stderr_on
+    assert "turbo key centring on" not in stderr_off
+    assert on < 0.9 * off, (on, off)
+
+
 def test_signs_can_be_switched_off(built_tools, model: Path, text: Path, base_logits: Path) -> None:
     """TQLLAMA_TURBO_SIGNS=0 drops the random signs: a different, still sane, rotation."""
     results = {}

@@ -122,6 +122,103 @@ static void turbo_indices_avx2(const float * xs, float inv, const turbo_codebook
 
 static const turbo_search turbo_search_cpu = { turbo_best_code_avx2, turbo_indices_avx2 };
 
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+
+#include <arm_neon.h>
+
+// #{t : y > thresh[t]} in each lane
+static inline uint32x4_t turbo_count_gt(float32x4_t y, const float32x4_t * thresh, int n_thresh) {
+    uint32x4_t idx = vdupq_n_u32(0);
+    for (int t = 0; t < n_thresh; ++t) {
+        idx = vsubq_u32(idx, vcgtq_f32(y, thresh[t])); // a true compare is all ones: -1
+    }
+    return idx;
+}
+
+// (float) values[idx] for idx in 0..15: a byte table lookup of the 4 bytes of each float
+static inline float32x4_t turbo_lookup(uint32x4_t idx, uint8x16x4_t values) {
+    const uint32x4_t bytes = vaddq_u32(vmulq_n_u32(idx, 0x04040404u), vdupq_n_u32(0x03020100u));
+    return vreinterpretq_f32_u8(vqtbl4q_u8(values, vreinterpretq_u8_u32(bytes)));
+}
+
+static void turbo_thresh_neon(const turbo_codebook * cb, float32x4_t * thresh, uint8x16x4_t * values) {
+    float v[16] = { 0 };
+    for (int t = 0; t < cb->n - 1; ++t) {
+        thresh[t] = vdupq_n_f32(cb->thresh[t]);
+    }
+    for (int i = 0; i < cb->n; ++i) {
+        v[i] = (float) cb->values[i];
+    }
+    *values = vld1q_u8_x4((const uint8_t *) v);
+}
+
+// up to 16 scale candidates, 4 per vector; padding lanes repeat the last candidate
+static int turbo_best_code_neon(const float * xs, int k_ref, const turbo_codebook * cb) {
+    const int n_cand = cb->hi - cb->lo + 1;
+    assert(n_cand <= 16);
+
+    int   kc[16];
+    float d[16], inv[16];
+    for (int c = 0; c < 16; ++c) {
+        kc[c]  = turbo_clamp_k(k_ref + cb->lo + (c < n_cand ? c : n_cand - 1));
+        d[c]   = turbo_k_to_d(kc[c]);
+        inv[c] = 1.0f/d[c];
+    }
+
+    float32x4_t  thresh[15];
+    uint8x16x4_t values;
+    turbo_thresh_neon(cb, thresh, &values);
+
+    const int   nv = (n_cand + 3)/4;
+    float32x4_t vd[4], vinv[4], e[4];
+    for (int v = 0; v < 4; ++v) {
+        vd[v]   = vld1q_f32(d + 4*v);
+        vinv[v] = vld1q_f32(inv + 4*v);
+        e[v]    = vdupq_n_f32(0.0f);
+    }
+    for (int i = 0; i < QK_TURBO_SUB; ++i) {
+        const float32x4_t x = vdupq_n_f32(xs[i]);
+        for (int v = 0; v < nv; ++v) {
+            const float32x4_t q = turbo_lookup(turbo_count_gt(vmulq_f32(x, vinv[v]), thresh, cb->n - 1), values);
+            const float32x4_t r = vsubq_f32(x, vmulq_f32(vd[v], q));
+            e[v] = vaddq_f32(e[v], vmulq_f32(r, r));
+        }
+    }
+
+    float err[16];
+    for (int v = 0; v < 4; ++v) {
+        vst1q_f32(err + 4*v, e[v]);
+    }
+    int best = 0;
+    for (int c = 1; c < n_cand; ++c) {
+        if (err[c] < err[best]) {
+            best = c;
+        }
+    }
+    return kc[best];
+}
+
+static void turbo_indices_neon(const float * xs, float inv, const turbo_codebook * cb, uint8_t * idx) {
+    float32x4_t  thresh[15];
+    uint8x16x4_t values;
+    turbo_thresh_neon(cb, thresh, &values);
+
+    const float32x4_t vinv = vdupq_n_f32(inv);
+    for (int i = 0; i < QK_TURBO_SUB; i += 4) {
+        uint32_t c[4];
+        vst1q_u32(c, turbo_count_gt(vmulq_f32(vld1q_f32(xs + i), vinv), thresh, cb->n - 1));
+        for (int l = 0; l < 4; ++l) {
+            idx[i + l] = (uint8_t) c[l];
+        }
+    }
+}
+
+static const turbo_search turbo_search_cpu = { turbo_best_code_neon, turbo_indices_neon };
+
+#endif
+
+#if defined(__AVX2__) || (defined(__ARM_NEON) && defined(__aarch64__))
+
 void quantize_row_turbo2(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
     quantize_row_turbo2_with(x, y, k, &turbo_search_cpu);
 }
