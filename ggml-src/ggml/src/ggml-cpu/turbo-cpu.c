@@ -26,6 +26,41 @@
 // lane does exactly the reference's float operations in the reference's order (this file
 // is compiled with -ffp-contract=off, so no multiply-add is fused): the same bytes.
 
+#if defined(__AVX2__) || (defined(__ARM_NEON) && defined(__aarch64__))
+
+// Both SIMD searches: up to 16 scale candidates (kc, d, 1/d), padding slots repeating the
+// last one, which can never win since the first of equal errors wins; returns their count
+static int turbo_candidates(int k_ref, const turbo_codebook * cb, int * kc, float * d, float * inv) {
+    const int n_cand = cb->hi - cb->lo + 1;
+    assert(n_cand <= 16);
+    for (int c = 0; c < 16; ++c) {
+        kc[c]  = turbo_clamp_k(k_ref + cb->lo + (c < n_cand ? c : n_cand - 1));
+        d[c]   = turbo_k_to_d(kc[c]);
+        inv[c] = 1.0f/d[c];
+    }
+    return n_cand;
+}
+
+// the code of the first candidate with the smallest error, as the reference picks it
+static int turbo_first_best(const float * err, const int * kc, int n_cand) {
+    int best = 0;
+    for (int c = 1; c < n_cand; ++c) {
+        if (err[c] < err[best]) {
+            best = c;
+        }
+    }
+    return kc[best];
+}
+
+// the codebook as 16 floats, zero-padded
+static void turbo_values_f32(const turbo_codebook * cb, float * v) {
+    for (int i = 0; i < 16; ++i) {
+        v[i] = i < cb->n ? (float) cb->values[i] : 0.0f;
+    }
+}
+
+#endif
+
 #if defined(__AVX2__)
 
 #include <immintrin.h>
@@ -47,30 +82,20 @@ static inline __m256 turbo_lookup(__m256i idx, __m256 lo, __m256 hi) {
 }
 
 static void turbo_thresh_avx2(const turbo_codebook * cb, __m256 * thresh, __m256 * lo, __m256 * hi) {
-    float v[16] = { 0 };
+    float v[16];
     for (int t = 0; t < cb->n - 1; ++t) {
         thresh[t] = _mm256_set1_ps(cb->thresh[t]);
     }
-    for (int i = 0; i < cb->n; ++i) {
-        v[i] = (float) cb->values[i];
-    }
+    turbo_values_f32(cb, v);
     *lo = _mm256_loadu_ps(v);
     *hi = _mm256_loadu_ps(v + 8);
 }
 
-// up to 16 scale candidates, 8 per vector; padding lanes repeat the last candidate, which
-// can never win since the first of equal errors wins
+// the candidates 8 per vector
 static int turbo_best_code_avx2(const float * xs, int k_ref, const turbo_codebook * cb) {
-    const int n_cand = cb->hi - cb->lo + 1;
-    assert(n_cand <= 16);
-
     int   kc[16];
     float d[16], inv[16];
-    for (int c = 0; c < 16; ++c) {
-        kc[c]  = turbo_clamp_k(k_ref + cb->lo + (c < n_cand ? c : n_cand - 1));
-        d[c]   = turbo_k_to_d(kc[c]);
-        inv[c] = 1.0f/d[c];
-    }
+    const int n_cand = turbo_candidates(k_ref, cb, kc, d, inv);
 
     __m256 thresh[15], lo, hi;
     turbo_thresh_avx2(cb, thresh, &lo, &hi);
@@ -97,13 +122,7 @@ static int turbo_best_code_avx2(const float * xs, int k_ref, const turbo_codeboo
     float err[16];
     _mm256_storeu_ps(err, e0);
     _mm256_storeu_ps(err + 8, e1);
-    int best = 0;
-    for (int c = 1; c < n_cand; ++c) {
-        if (err[c] < err[best]) {
-            best = c;
-        }
-    }
-    return kc[best];
+    return turbo_first_best(err, kc, n_cand);
 }
 
 static void turbo_indices_avx2(const float * xs, float inv, const turbo_codebook * cb, uint8_t * idx) {
@@ -142,28 +161,19 @@ static inline float32x4_t turbo_lookup(uint32x4_t idx, uint8x16x4_t values) {
 }
 
 static void turbo_thresh_neon(const turbo_codebook * cb, float32x4_t * thresh, uint8x16x4_t * values) {
-    float v[16] = { 0 };
+    float v[16];
     for (int t = 0; t < cb->n - 1; ++t) {
         thresh[t] = vdupq_n_f32(cb->thresh[t]);
     }
-    for (int i = 0; i < cb->n; ++i) {
-        v[i] = (float) cb->values[i];
-    }
+    turbo_values_f32(cb, v);
     *values = vld1q_u8_x4((const uint8_t *) v);
 }
 
-// up to 16 scale candidates, 4 per vector; padding lanes repeat the last candidate
+// the candidates 4 per vector
 static int turbo_best_code_neon(const float * xs, int k_ref, const turbo_codebook * cb) {
-    const int n_cand = cb->hi - cb->lo + 1;
-    assert(n_cand <= 16);
-
     int   kc[16];
     float d[16], inv[16];
-    for (int c = 0; c < 16; ++c) {
-        kc[c]  = turbo_clamp_k(k_ref + cb->lo + (c < n_cand ? c : n_cand - 1));
-        d[c]   = turbo_k_to_d(kc[c]);
-        inv[c] = 1.0f/d[c];
-    }
+    const int n_cand = turbo_candidates(k_ref, cb, kc, d, inv);
 
     float32x4_t  thresh[15];
     uint8x16x4_t values;
@@ -189,13 +199,7 @@ static int turbo_best_code_neon(const float * xs, int k_ref, const turbo_codeboo
     for (int v = 0; v < 4; ++v) {
         vst1q_f32(err + 4*v, e[v]);
     }
-    int best = 0;
-    for (int c = 1; c < n_cand; ++c) {
-        if (err[c] < err[best]) {
-            best = c;
-        }
-    }
-    return kc[best];
+    return turbo_first_best(err, kc, n_cand);
 }
 
 static void turbo_indices_neon(const float * xs, float inv, const turbo_codebook * cb, uint8_t * idx) {
