@@ -152,4 +152,4 @@ def spec_qjl_block(x: np.ndarray, bits: int) -> bytes:
     )
     sign_bits = [1 if v < 0 else 0 for v in z]
     qr = sum(b << i for i, b in enumerate(sign_bits)).to_bytes(8, "little")
-    return s.to_bytes(2, "little") + rn.tobytes() + pack(idx, bits - 1) + qr
+    return s.to_bytes(2, "little") + pack(idx, bits - 1) + rn.tobytes() + qr

@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from tqllama.ggmllib import GgmlBase, GgmlCpu
-from tqllama.quant import tables
+from tqllama.quant import qjl, tables
 from tqllama.quant.turbo import TurboQuantMSE, scale_from_code
 
 pytestmark = pytest.mark.slow
 
-TURBO = {"turbo2": 2, "turbo3": 3, "turbo4": 4}
+TURBO = {"turbo2": 2, "turbo3": 3, "turbo4": 4,
+         "turbo2_qjl": 2, "turbo3_qjl": 3, "turbo4_qjl": 4}
 
 
-@pytest.fixture(scope="module")
-def ggml(built_tools) -> GgmlBase:
-    return GgmlBase(Path(built_tools.libraries["libggml-base.so"]))
+def reference(name: str) -> TurboQuantMSE | qjl.TurboQuant:
+    bits = TURBO[name]
+    return qjl.TurboQuant(bits) if name.endswith("_qjl") else TurboQuantMSE(bits)
 
 
-@pytest.fixture(scope="module")
-def ggml_cpu(built_tools, ggml: GgmlBase) -> GgmlCpu:
-    return GgmlCpu(Path(built_tools.libraries["libggml-cpu.so"]), ggml)
+def stage1_bits(name: str) -> int:
+    """The bits of the scale search a type runs: its own, or its stage 1's."""
+    return TURBO[name] - name.endswith("_qjl")
 
 
 def random_rows(rng: np.random.Generator, n: int, width: int) -> np.ndarray:
@@ -81,16 +80,16 @@ def test_random_rows_byte_exact(ggml: GgmlBase, name: str, width: int) -> None:
     rng = np.random.default_rng(width + TURBO[name])
     rows = random_rows(rng, 4000, width)
     c_bytes = ggml.quantize(name, rows)
-    assert c_bytes == TurboQuantMSE(TURBO[name]).quantize(rows)
+    assert c_bytes == reference(name).quantize(rows)
     c_values = ggml.dequantize(name, c_bytes, rows.size)
-    ref_values = TurboQuantMSE(TURBO[name]).dequantize(c_bytes, rows.size)
+    ref_values = reference(name).dequantize(c_bytes, rows.size)
     np.testing.assert_array_equal(c_values, ref_values)
 
 
 @pytest.mark.parametrize("name", list(TURBO))
 def test_adversarial_rows_byte_exact(ggml: GgmlBase, name: str) -> None:
     rows = adversarial_rows(np.random.default_rng(7))
-    ref = TurboQuantMSE(TURBO[name])
+    ref = reference(name)
     c_bytes = ggml.quantize(name, rows)
     for i in range(len(rows)):
         one = ggml.quantize(name, rows[i : i + 1])
@@ -103,9 +102,9 @@ def test_adversarial_rows_byte_exact(ggml: GgmlBase, name: str) -> None:
 def test_cpu_quantizer_byte_exact(ggml: GgmlBase, ggml_cpu: GgmlCpu, name: str) -> None:
     """The CPU backend's from_float (SIMD where the machine has it) writes the reference's
     bytes, on the rows where a different float order or tie rule would show."""
-    bits = TURBO[name]
+    bits = stage1_bits(name)
     rng = np.random.default_rng(300 + bits)
-    ref = TurboQuantMSE(bits)
+    ref = reference(name)
     for rows in (random_rows(rng, 2000, 128), adversarial_rows(rng), tie_rows(bits),
                  boundary_rows(bits, rng)):
         want = ref.quantize(rows)

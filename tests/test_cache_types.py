@@ -36,6 +36,10 @@ KLD_BOUNDS = {
     ("turbo4", "q8_0"): 0.10,
     ("turbo3", "f16"): 0.30,
     ("f16", "turbo2"): 0.30,
+    # two-stage keys: unbiased but noisier than single-stage ones (measured 0.058, 0.217, 0.901)
+    ("turbo4_qjl", "q8_0"): 0.15,
+    ("turbo3_qjl", "q8_0"): 0.50,
+    ("turbo2_qjl", "q8_0"): 2.0,
 }
 
 
@@ -90,7 +94,8 @@ def test_kld_against_f16_cache(built_tools, model: Path, text: Path, base_logits
     assert result.kld.same_top_p_pct.value > 35.0
 
 
-@pytest.mark.parametrize("name", ["turbo2", "turbo3", "turbo4"])
+@pytest.mark.parametrize("name", ["turbo2", "turbo3", "turbo4", "turbo2_qjl", "turbo3_qjl",
+                                  "turbo4_qjl"])
 def test_kv_memory_matches_bits_per_value(built_tools, model: Path, text: Path, name: str) -> None:
     sizes = {}
     for ctype in ("f16", name):
@@ -98,7 +103,8 @@ def test_kv_memory_matches_bits_per_value(built_tools, model: Path, text: Path, 
                                "-f", str(text), "-c", "1024", "--chunks", "1",
                                "-ctk", ctype, "-ctv", ctype)
         sizes[ctype] = result.kv_cache.total_mib
-    bpv = {"turbo2": 2.25, "turbo3": 3.25, "turbo4": 4.25}[name]
+    bpv = {"turbo2": 2.25, "turbo3": 3.25, "turbo4": 4.25, "turbo2_qjl": 2.5, "turbo3_qjl": 3.5,
+           "turbo4_qjl": 4.5}[name]
     assert sizes[name] / sizes["f16"] == pytest.approx(bpv / 16, rel=0.01)
 
 

@@ -17,6 +17,10 @@ from tqllama.types import CACHE_TYPES
 
 _to_float_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 _from_float_t = _to_float_t  # (const float *, void *, int64_t) -> void: the same C signature
+# (n, float * s, size_t bs, const void * x, size_t bx, const void * y, size_t by, int nrc)
+_vec_dot_t = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t,
+                              ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+                              ctypes.c_size_t, ctypes.c_int)
 
 
 class _TypeTraits(ctypes.Structure):
@@ -65,10 +69,13 @@ class GgmlBase:
     def _traits(self, type_name: str) -> tuple[int, _TypeTraits]:
         ctype = CACHE_TYPES[type_name]
         traits = self._lib.ggml_get_type_traits(ctype.ggml_id).contents
-        if traits.type_name.decode() != type_name:
+        if traits.type_name is None or traits.type_name.decode() != type_name:
             raise TqError(f"this libggml-base has no type {type_name} at id {ctype.ggml_id}; "
                           "rebuild with `tqllama build`")
         return ctype.ggml_id, traits
+
+    def _traits_by_id(self, type_id: int) -> _TypeTraits:
+        return self._lib.ggml_get_type_traits(type_id).contents
 
     def quantize(self, type_name: str, rows: np.ndarray) -> bytes:
         """Rows of float32 through ggml_quantize_chunk: the bytes llama.cpp would store."""
@@ -108,3 +115,28 @@ class GgmlCpu:
         for r in range(nrows):
             from_float(rows[r].ctypes.data, ctypes.addressof(out) + r * row_size, n_per_row)
         return out.raw
+
+    def dot(self, type_name: str, data: bytes, queries: np.ndarray) -> np.ndarray:
+        """<query_r, row_r> for every stored row, by the CPU vec_dot that attention runs:
+        each query converted to the type's vec_dot_type first, as llama.cpp does."""
+        type_id, traits = self._base._traits(type_name)
+        cpu = self._lib.ggml_get_type_traits_cpu(type_id).contents
+        q_traits = self._base._traits_by_id(cpu.vec_dot_type)
+        q_from_float = _from_float_t(
+            self._lib.ggml_get_type_traits_cpu(cpu.vec_dot_type).contents.from_float)
+        vec_dot = _vec_dot_t(cpu.vec_dot)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        nrows, n = queries.shape
+        row_size = n // traits.blck_size * traits.type_size
+        if len(data) != nrows * row_size:
+            raise TqError(f"{len(data)} bytes are not {nrows} rows of {n} {type_name} values")
+        rows = ctypes.create_string_buffer(data, len(data))
+        q = ctypes.create_string_buffer(n // q_traits.blck_size * q_traits.type_size)
+        out = np.empty(nrows, dtype=np.float32)
+        s = ctypes.c_float()
+        for r in range(nrows):
+            q_from_float(queries[r].ctypes.data, ctypes.addressof(q), n)
+            vec_dot(n, ctypes.addressof(s), 0, ctypes.addressof(rows) + r * row_size, 0,
+                    ctypes.addressof(q), 0, 1)
+            out[r] = s.value
+        return out

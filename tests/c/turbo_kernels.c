@@ -1,5 +1,6 @@
 // Checks the turbo CPU kernels against the reference: the quantizer byte for byte, the
-// dot product and the V accumulation against the reference dequantizer.
+// dot product and the V accumulation against the reference dequantizer; for the _qjl
+// types the quantizer, the query conversion and the two-stage dot product.
 //
 // The kernel file is compiled into this program, so one source gives one program per code
 // path: built with AVX2 (or for AArch64) it checks the SIMD path, built with -mno-avx2 (or
@@ -27,10 +28,44 @@ static float gauss(void) {
     return (float) (sqrt(-2.0*log(uniform())) * cos(6.283185307179586*uniform()));
 }
 
+// K . Q of a _qjl row against what it estimates, <x_mse, q8_0(q)> + <x - x_mse, q> with x the
+// reference dequantization: the kernel's stage 1 reads the q8_0 query, its sign term S q
+// in fp16 (error bound: 2^-11 of each |S q|_i, times 64 g)
+static int check_qjl_dot(enum ggml_type type, int n, const float * q, const char * xq, const float * xd, double * got, double * want) {
+    const struct ggml_type_traits * tt = ggml_get_type_traits(type);
+    const size_t bs = tt->type_size;
+    const size_t rn = bs - 10; // the norm sits before the 8 sign bytes
+    char nonorm[512/64*36];
+    memcpy(nonorm, xq, ggml_row_size(type, n));
+    for (int ib = 0; ib < n/64; ++ib) {
+        memset(nonorm + ib*bs + rn, 0, 2);
+    }
+    float x_mse[512];
+    tt->to_float(nonorm, x_mse, n); // g = 0: stage 1 alone
+
+    block_turbo_qjl_q qq[512/64];
+    quantize_row_turbo_qjl_q(q, qq, n);
+    double ref = 0.0, mag = 0.0, tol = 0.0;
+    for (int i = 0; i < n; ++i) {
+        const block_turbo_qjl_q * b = &qq[i/64];
+        const double qd = (double) GGML_CPU_FP16_TO_FP32(b->d[(i % 64)/32])*b->qs[i % 64];
+        ref += (double) x_mse[i]*qd + ((double) xd[i] - x_mse[i])*q[i];
+        mag += fabs((double) x_mse[i]*qd) + fabs(((double) xd[i] - x_mse[i])*q[i]);
+        uint16_t h;
+        memcpy(&h, xq + (i/64)*bs + rn, 2);
+        tol += 64.0*GGML_CPU_FP16_TO_FP32(h)*TURBO_QJL_SCALE*fabs(GGML_CPU_FP16_TO_FP32(b->p[i % 64]))/2048.0;
+    }
+    float s = 0.0f;
+    ggml_get_type_traits_cpu(type)->vec_dot(n, &s, 0, xq, 0, qq, 0, 1);
+    *got = s;
+    *want = ref;
+    return fabs(s - ref) <= 1e-5*mag + tol + 1e-30;
+}
 
 int main(void) {
     ggml_cpu_init(); // fills the fp16 -> fp32 table that the x86 kernels read
-    const enum ggml_type types[] = { GGML_TYPE_TURBO2, GGML_TYPE_TURBO3, GGML_TYPE_TURBO4 };
+    const enum ggml_type types[] = { GGML_TYPE_TURBO2, GGML_TYPE_TURBO3, GGML_TYPE_TURBO4,
+                                     GGML_TYPE_TURBO2_QJL, GGML_TYPE_TURBO3_QJL, GGML_TYPE_TURBO4_QJL };
     int passed = 0, failed = 0;
 
     for (size_t it = 0; it < sizeof(types)/sizeof(types[0]); ++it) {
@@ -58,11 +93,27 @@ int main(void) {
             char xq[512/64*64], xc[512/64*64], qq[512/32*34];
             ggml_quantize_chunk(type, x, xq, 0, 1, n, NULL); // the reference quantizer of ggml-base
             switch (type) {                                   // this file's from_float
-                case GGML_TYPE_TURBO2: quantize_row_turbo2(x, xc, n); break;
-                case GGML_TYPE_TURBO3: quantize_row_turbo3(x, xc, n); break;
-                default:               quantize_row_turbo4(x, xc, n); break;
+                case GGML_TYPE_TURBO2:     quantize_row_turbo2(x, xc, n); break;
+                case GGML_TYPE_TURBO3:     quantize_row_turbo3(x, xc, n); break;
+                case GGML_TYPE_TURBO4:     quantize_row_turbo4(x, xc, n); break;
+                case GGML_TYPE_TURBO2_QJL: quantize_row_turbo2_qjl(x, xc, n); break;
+                case GGML_TYPE_TURBO3_QJL: quantize_row_turbo3_qjl(x, xc, n); break;
+                default:                   quantize_row_turbo4_qjl(x, xc, n); break;
             }
             const int quant_ok = memcmp(xq, xc, ggml_row_size(type, n)) == 0;
+            if (ggml_turbo_get_vec_mad(type) == NULL) { // a _qjl key: no fused V path
+                tt->to_float(xq, xd, n);
+                double got, want;
+                const int dot_ok = check_qjl_dot(type, n, q, xq, xd, &got, &want);
+                if (quant_ok && dot_ok) {
+                    ++passed;
+                } else {
+                    ++failed;
+                    fprintf(stderr, "%s n=%d trial=%d: quantize %s, dot %s (%g vs %g)\n", ggml_type_name(type), n, trial,
+                            quant_ok ? "ok" : "FAILED", dot_ok ? "ok" : "FAILED", got, want);
+                }
+                continue;
+            }
             quantize_row_q8_0_ref(q, (block_q8_0 *) qq, n);
             tt->to_float(xq, xd, n);
             dequantize_row_q8_0((const block_q8_0 *) qq, qd, n);

@@ -2,7 +2,8 @@
 
 Stage 1 quantizes a block of 64 with turbo{b-1} (docs/FORMAT.md). Stage 2 keeps one bit
 per value of the residual r = x - x_mse after a fixed projection S, plus |r| as fp16:
-turbo{b}_qjl, laid out and computed as docs/FORMAT-QJL.md specifies (bit-exact).
+turbo{b}_qjl, laid out and computed as docs/FORMAT-QJL.md specifies (bit-exact). A block
+starts with its stage-1 turbo{b-1} block, so kernels read stage 1 with the plain types' code.
 
 The projection is S = H D3 H D2 (two randomized Walsh-Hadamard rounds), per block of 64:
 - per block, not per row: blocks stay independent (any head size that is a multiple of
@@ -110,8 +111,8 @@ class TurboQuant:
         s, idx, norm16, sbits = self.quantize_blocks(x.reshape(-1, QK))
         out = np.empty((len(s), self.block_bytes), dtype=np.uint8)
         out[:, 0:2] = s.astype("<u2").view(np.uint8).reshape(-1, 2)
-        out[:, 2:4] = norm16.astype("<f2").view(np.uint8).reshape(-1, 2)
-        out[:, 4:-8] = pack_indices(idx, self.bits - 1)
+        out[:, 2:-10] = pack_indices(idx, self.bits - 1)
+        out[:, -10:-8] = norm16.astype("<f2").view(np.uint8).reshape(-1, 2)
         out[:, -8:] = pack_bits(sbits.reshape(-1, 2, 32))
         return out.tobytes()
 
@@ -120,8 +121,8 @@ class TurboQuant:
             raise TqError(f"{len(data)} bytes do not hold {n_values} turbo{self.bits}_qjl values")
         raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, self.block_bytes)
         s = raw[:, 0:2].copy().view("<u2")[:, 0]
-        norm16 = raw[:, 2:4].copy().view("<f2")[:, 0]
-        idx = unpack_indices(raw[:, 4:-8], self.bits - 1)
+        idx = unpack_indices(raw[:, 2:-10], self.bits - 1)
+        norm16 = raw[:, -10:-8].copy().view("<f2")[:, 0]
         sbits = unpack_bits(raw[:, -8:]).reshape(-1, QK)
         return s, idx, norm16, sbits
 
@@ -138,14 +139,17 @@ class TurboQuant:
 
     def dot(self, q: np.ndarray, data: bytes, row_len: int) -> np.ndarray:
         """<q, x> for every stored row of row_len values: <q, x_mse> + g <64 S q, s>.
-        The projected query is computed once per query, as a kernel would (float64 here)."""
+        `q` is one query for every row, or one query per row. The projected query is
+        computed once per query, as a kernel would (float64 here)."""
         n_values = len(data) // self.block_bytes * QK
         if row_len % QK or n_values % row_len:
             raise TqError(f"row length {row_len} does not fit {n_values} stored values")
         s, idx, norm16, sbits = self.decode_blocks(data, n_values)
         x_mse = self._stage1_values(s, idx).reshape(-1, row_len)
-        qv = np.asarray(q, dtype=np.float64).reshape(row_len)
-        sq = project(qv.reshape(-1, QK)).reshape(-1)  # S q, per block, once
+        qv = np.asarray(q, dtype=np.float64).reshape(-1, row_len)
+        if len(qv) not in (1, len(x_mse)):
+            raise TqError(f"{len(qv)} queries for {len(x_mse)} stored rows")
+        sq = project(qv.reshape(-1, QK)).reshape(qv.shape)  # 64 S q, per block, once
         g = np.repeat(norm16.astype(np.float64) * float(tables.qjl_scale()), QK)
-        signed = (1.0 - 2.0 * sbits.astype(np.float64)).reshape(-1) * g
-        return x_mse @ qv + (signed.reshape(-1, row_len) * sq[None, :]).sum(axis=1)
+        signed = ((1.0 - 2.0 * sbits.astype(np.float64)).reshape(-1) * g).reshape(-1, row_len)
+        return (x_mse * qv).sum(axis=1) + (signed * sq).sum(axis=1)

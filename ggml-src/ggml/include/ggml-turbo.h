@@ -1,4 +1,5 @@
-// tqllama: public helpers for the TurboQuant KV-cache types (turbo2, turbo3, turbo4).
+// tqllama: public helpers for the TurboQuant KV-cache types (turbo2, turbo3, turbo4 and their
+// two-stage variants turbo2_qjl, turbo3_qjl, turbo4_qjl).
 #pragma once
 
 #include "ggml.h"
@@ -7,7 +8,7 @@
 extern "C" {
 #endif
 
-// true for the turbo cache types
+// true for the turbo cache types, the _qjl ones included
 GGML_API bool ggml_is_turbo(enum ggml_type type);
 
 // the diagonal D_n of the randomized Hadamard rotation R_n = D_n H_n D_n that llama.cpp

@@ -5,6 +5,7 @@
 #include "ggml.h"
 #include "ggml-turbo-tables.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -28,15 +29,55 @@ typedef struct {
     uint8_t  qs[QK_TURBO/4];     // 2-bit indices
 } block_turbo2;
 
+typedef struct {
+    uint16_t s;
+    uint8_t  qs[QK_TURBO/8];     // 1-bit indices, bit i of the 32-bit word of each sub-block
+} block_turbo1;                  // stage 1 of turbo2_qjl only
+
+// two-stage keys (docs/FORMAT-QJL.md): a turbo{b-1} block first, so that kernels read stage
+// 1 with the plain type's code, then the residual's norm and the signs of its projection
+typedef struct {
+    block_turbo1 mse;
+    uint16_t     rn;             // |r|, fp16
+    uint8_t      qr[QK_TURBO/8]; // bit i: (S r)_i < 0
+} block_turbo2_qjl;
+
+typedef struct {
+    block_turbo2 mse;
+    uint16_t     rn;
+    uint8_t      qr[QK_TURBO/8];
+} block_turbo3_qjl;
+
+typedef struct {
+    block_turbo3 mse;
+    uint16_t     rn;
+    uint8_t      qr[QK_TURBO/8];
+} block_turbo4_qjl;
+
+// The query side of K . Q for turbo_qjl keys (their vec_dot_type, GGML_TYPE_TURBO_QJL_Q),
+// per block of 64: the query as q8_0 for stage 1, and its projection S q for the signs,
+// computed once per query row instead of once per key. S q is stored, not P(q) = 64 S q:
+// it is bounded by the block's norm, so fp16 holds it wherever an f16 cache holds q.
+typedef struct {
+    uint16_t d[2];               // q8_0 scale of each sub-block, fp16
+    int8_t   qs[QK_TURBO];
+    uint16_t p[QK_TURBO];        // S q, fp16
+} block_turbo_qjl_q;             // 3.06 bytes per value: fits flash attention's Q scratch (4)
+
 #ifdef __cplusplus
-static_assert(sizeof(block_turbo4) == 34, "wrong turbo4 block size");
-static_assert(sizeof(block_turbo3) == 26, "wrong turbo3 block size");
-static_assert(sizeof(block_turbo2) == 18, "wrong turbo2 block size");
+#define TURBO_STATIC_ASSERT static_assert
 #else
-_Static_assert(sizeof(block_turbo4) == 34, "wrong turbo4 block size");
-_Static_assert(sizeof(block_turbo3) == 26, "wrong turbo3 block size");
-_Static_assert(sizeof(block_turbo2) == 18, "wrong turbo2 block size");
+#define TURBO_STATIC_ASSERT _Static_assert
 #endif
+TURBO_STATIC_ASSERT(sizeof(block_turbo4) == 34, "wrong turbo4 block size");
+TURBO_STATIC_ASSERT(sizeof(block_turbo3) == 26, "wrong turbo3 block size");
+TURBO_STATIC_ASSERT(sizeof(block_turbo2) == 18, "wrong turbo2 block size");
+TURBO_STATIC_ASSERT(sizeof(block_turbo1) == 10, "wrong turbo1 block size");
+TURBO_STATIC_ASSERT(sizeof(block_turbo4_qjl) == 36, "wrong turbo4_qjl block size");
+TURBO_STATIC_ASSERT(sizeof(block_turbo3_qjl) == 28, "wrong turbo3_qjl block size");
+TURBO_STATIC_ASSERT(sizeof(block_turbo2_qjl) == 20, "wrong turbo2_qjl block size");
+TURBO_STATIC_ASSERT(sizeof(block_turbo_qjl_q) == 196, "wrong turbo_qjl_q block size");
+#undef TURBO_STATIC_ASSERT
 
 // d(k) = M[k & 15] * 2^((k >> 4) - TURBO_EXP_BIAS) for a scale code k in 1..TURBO_KMAX;
 // the power of two is built from its bits: exact, and the same on every backend
@@ -77,6 +118,33 @@ static inline int turbo_clamp_k(int k) {
     return k < 1 ? 1 : k > TURBO_KMAX ? TURBO_KMAX : k;
 }
 
+// v <- Hu v for v[0..63], Hu the unnormalized +-1 Walsh-Hadamard matrix, in the butterfly
+// order of FORMAT-QJL.md (one rounding per addition)
+static inline void turbo_hu64(float * v) {
+    for (int h = 1; h < QK_TURBO; h <<= 1) {
+        for (int i = 0; i < QK_TURBO; ++i) {
+            if ((i & h) == 0) {
+                const float a = v[i];
+                const float b = v[i + h];
+                v[i]     = a + b;
+                v[i + h] = a - b;
+            }
+        }
+    }
+}
+
+// v <- P(v) = Hu D3 Hu D2 v = 64 S v: the QJL projection of a block
+static inline void turbo_qjl_project(float * v) {
+    for (int i = 0; i < QK_TURBO; ++i) {
+        v[i] *= (float) turbo_qjl_signs[i];
+    }
+    turbo_hu64(v);
+    for (int i = 0; i < QK_TURBO; ++i) {
+        v[i] *= (float) turbo_qjl_signs[QK_TURBO + i];
+    }
+    turbo_hu64(v);
+}
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -94,9 +162,27 @@ void dequantize_row_turbo2(const block_turbo2 * GGML_RESTRICT x, float * GGML_RE
 void dequantize_row_turbo3(const block_turbo3 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
 void dequantize_row_turbo4(const block_turbo4 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
 
+void quantize_row_turbo2_qjl_with(const float * GGML_RESTRICT x, block_turbo2_qjl * GGML_RESTRICT y, int64_t k, const turbo_search * search);
+void quantize_row_turbo3_qjl_with(const float * GGML_RESTRICT x, block_turbo3_qjl * GGML_RESTRICT y, int64_t k, const turbo_search * search);
+void quantize_row_turbo4_qjl_with(const float * GGML_RESTRICT x, block_turbo4_qjl * GGML_RESTRICT y, int64_t k, const turbo_search * search);
+
+void quantize_row_turbo2_qjl_ref(const float * GGML_RESTRICT x, block_turbo2_qjl * GGML_RESTRICT y, int64_t k);
+void quantize_row_turbo3_qjl_ref(const float * GGML_RESTRICT x, block_turbo3_qjl * GGML_RESTRICT y, int64_t k);
+void quantize_row_turbo4_qjl_ref(const float * GGML_RESTRICT x, block_turbo4_qjl * GGML_RESTRICT y, int64_t k);
+
+void dequantize_row_turbo2_qjl(const block_turbo2_qjl * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
+void dequantize_row_turbo3_qjl(const block_turbo3_qjl * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
+void dequantize_row_turbo4_qjl(const block_turbo4_qjl * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
+
+// ggml_validate_row_data for the _qjl types: every residual norm a finite, non-negative fp16
+bool turbo_qjl_validate_row(enum ggml_type type, const void * data, size_t nblocks);
+
 size_t quantize_turbo2(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
 size_t quantize_turbo3(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
 size_t quantize_turbo4(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
+size_t quantize_turbo2_qjl(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
+size_t quantize_turbo3_qjl(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
+size_t quantize_turbo4_qjl(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
 
 #ifdef __cplusplus
 }

@@ -235,6 +235,18 @@ void quantize_row_turbo4(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, 
     quantize_row_turbo4_with(x, y, k, &turbo_search_cpu);
 }
 
+void quantize_row_turbo2_qjl(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo2_qjl_with(x, y, k, &turbo_search_cpu);
+}
+
+void quantize_row_turbo3_qjl(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo3_qjl_with(x, y, k, &turbo_search_cpu);
+}
+
+void quantize_row_turbo4_qjl(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo4_qjl_with(x, y, k, &turbo_search_cpu);
+}
+
 #else
 
 void quantize_row_turbo2(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
@@ -249,10 +261,53 @@ void quantize_row_turbo4(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, 
     quantize_row_turbo4_ref(x, y, k);
 }
 
+void quantize_row_turbo2_qjl(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo2_qjl_ref(x, y, k);
+}
+
+void quantize_row_turbo3_qjl(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo3_qjl_ref(x, y, k);
+}
+
+void quantize_row_turbo4_qjl(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo4_qjl_ref(x, y, k);
+}
+
 #endif
+
+// The query of a turbo_qjl dot product, once per query row: q8_0 (round to nearest, as
+// upstream's reference) and S q. Scalar: it costs one 64-point transform pair per block of
+// a query, against one dot product per block of every key it meets.
+void quantize_row_turbo_qjl_q(const float * GGML_RESTRICT x, void * GGML_RESTRICT vy, int64_t k) {
+    assert(k % QK_TURBO == 0);
+    block_turbo_qjl_q * GGML_RESTRICT y = vy;
+    for (int64_t ib = 0; ib < k/QK_TURBO; ++ib, x += QK_TURBO) {
+        for (int j = 0; j < 2; ++j) {
+            float amax = 0.0f;
+            for (int i = 0; i < QK_TURBO_SUB; ++i) {
+                amax = fmaxf(amax, fabsf(x[QK_TURBO_SUB*j + i]));
+            }
+            const float d  = amax/127.0f;
+            const float id = d != 0.0f ? 1.0f/d : 0.0f;
+            y[ib].d[j] = GGML_CPU_FP32_TO_FP16(d);
+            for (int i = 0; i < QK_TURBO_SUB; ++i) {
+                y[ib].qs[QK_TURBO_SUB*j + i] = (int8_t) roundf(x[QK_TURBO_SUB*j + i]*id);
+            }
+        }
+        float p[QK_TURBO];
+        memcpy(p, x, sizeof(p));
+        turbo_qjl_project(p);
+        for (int i = 0; i < QK_TURBO; ++i) {
+            y[ib].p[i] = GGML_CPU_FP32_TO_FP16(p[i]*(1.0f/QK_TURBO)); // P(q)/64 = S q, exact scaling
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // sub-block j of a block -> its 32 codebook values, in element order
+
+// a _qjl key's sign term is g * <s, P(q)> = (64 g) * <s, S q>, and the query stores S q
+#define TURBO_QJL_SCALE_SQ (TURBO_QJL_SCALE*QK_TURBO)
 
 #if defined(__AVX2__)
 
@@ -267,15 +322,16 @@ static inline __m256i turbo_idx2(const uint8_t * qs) {
     return _mm256_and_si256(v, _mm256_set1_epi8(3));
 }
 
-// bit i of a 32-bit word -> byte i = 4 (the high bit of a 3-bit index) or 0
-static inline __m256i turbo_idx_hi(const uint8_t * qh) {
+// bit i of a 32-bit word -> byte i = one or 0 (one: 4 for the high bit of a 3-bit index,
+// 1 for a 1-bit index)
+static inline __m256i turbo_idx_bit(const uint8_t * qh, char one) {
     uint32_t w;
     memcpy(&w, qh, sizeof(w));
     // byte i takes byte i/8 of w; or-ing every bit but bit i%8 makes it 0xFF iff that bit is set
     const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int) w),
             _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
     const __m256i set = _mm256_cmpeq_epi8(_mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)), _mm256_set1_epi8(-1));
-    return _mm256_and_si256(set, _mm256_set1_epi8(4));
+    return _mm256_and_si256(set, _mm256_set1_epi8(one));
 }
 
 static inline __m256i turbo_table(const int8_t * values, int n) {
@@ -292,8 +348,12 @@ static inline __m256i turbo4_values(const block_turbo4 * x, int j, __m256i table
 }
 
 static inline __m256i turbo3_values(const block_turbo3 * x, int j, __m256i table) {
-    const __m256i idx = _mm256_or_si256(turbo_idx2(x->qs + 8*j), turbo_idx_hi(x->qh + 4*j));
+    const __m256i idx = _mm256_or_si256(turbo_idx2(x->qs + 8*j), turbo_idx_bit(x->qh + 4*j, 4));
     return _mm256_shuffle_epi8(table, idx);
+}
+
+static inline __m256i turbo1_values(const block_turbo1 * x, int j, __m256i table) {
+    return _mm256_shuffle_epi8(table, turbo_idx_bit(x->qs + 4*j, 1));
 }
 
 static inline __m256i turbo2_values(const block_turbo2 * x, int j, __m256i table) {
@@ -325,7 +385,28 @@ static inline void turbo_mad32(float * GGML_RESTRICT y, __m256i values, float v)
     }
 }
 
-#define TURBO_VEC_DOT(name, nvalues)                                                              \
+// sum_i (1 - 2 bit_i) p_i over a block's 64 fp16 p, as 8 partial sums: a set bit flips
+// the sign bit of its float
+static inline __m256 turbo_signed_sum(const uint8_t * qr, const uint16_t * p) {
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    __m256 sum = _mm256_setzero_ps();
+    for (int g = 0; g < QK_TURBO/8; ++g) {
+        const __m256i set = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(qr[g]), bit), bit);
+#if defined(__F16C__)
+        const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (p + 8*g)));
+#else
+        float f[8];
+        for (int i = 0; i < 8; ++i) {
+            f[i] = GGML_CPU_FP16_TO_FP32(p[8*g + i]);
+        }
+        const __m256 v = _mm256_loadu_ps(f);
+#endif
+        sum = _mm256_add_ps(sum, _mm256_xor_ps(v, _mm256_castsi256_ps(_mm256_slli_epi32(set, 31))));
+    }
+    return sum;
+}
+
+#define TURBO_VEC_DOT(name, nvalues, stage, nstage)                                               \
 void ggml_vec_dot_##name##_q8_0(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, \
                                 size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc) {   \
     assert(nrc == 1 && n % QK_TURBO == 0);                                                        \
@@ -342,6 +423,25 @@ void ggml_vec_dot_##name##_q8_0(int n, float * GGML_RESTRICT s, size_t bs, const
         acc1 = _mm256_fmadd_ps(_mm256_set1_ps(turbo_scale(x[ib].s, 1)*GGML_CPU_FP16_TO_FP32(y[2*ib + 1].d)), _mm256_cvtepi32_ps(p1), acc1); \
     }                                                                                             \
     *s = turbo_hsum(_mm256_add_ps(acc0, acc1));                                                   \
+}                                                                                                 \
+                                                                                                  \
+void ggml_vec_dot_##name##_qjl_q(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, \
+                                 size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc) {  \
+    assert(nrc == 1 && n % QK_TURBO == 0);                                                        \
+    GGML_UNUSED(bs); GGML_UNUSED(bx); GGML_UNUSED(by); GGML_UNUSED(nrc);                          \
+    const block_##name##_qjl * GGML_RESTRICT x = vx;                                              \
+    const block_turbo_qjl_q  * GGML_RESTRICT y = vy;                                              \
+    const __m256i table = turbo_table(kvalues_##stage, nstage);                                   \
+    __m256 acc = _mm256_setzero_ps();                                                             \
+    for (int ib = 0; ib < n/QK_TURBO; ++ib) {                                                     \
+        const block_##stage * m = &x[ib].mse;                                                     \
+        for (int j = 0; j < 2; ++j) {                                                             \
+            const __m256i p = turbo_dot_i8(stage##_values(m, j, table), _mm256_loadu_si256((const __m256i *) (y[ib].qs + QK_TURBO_SUB*j))); \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(turbo_scale(m->s, j)*GGML_CPU_FP16_TO_FP32(y[ib].d[j])), _mm256_cvtepi32_ps(p), acc); \
+        }                                                                                         \
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(GGML_CPU_FP16_TO_FP32(x[ib].rn)*TURBO_QJL_SCALE_SQ), turbo_signed_sum(x[ib].qr, y[ib].p), acc); \
+    }                                                                                             \
+    *s = turbo_hsum(acc);                                                                         \
 }                                                                                                 \
                                                                                                   \
 static void name##_vec_mad(int n, float * GGML_RESTRICT y, const void * GGML_RESTRICT vx, float v) { \
@@ -385,17 +485,44 @@ static inline int8x16x2_t turbo2_values(const block_turbo2 * x, int j, int8x16_t
     return v;
 }
 
+// bits 16h .. 16h+15 of a 32-bit word -> 16 bytes, one where the bit is set, else 0 (one: 4
+// for the high bit of a 3-bit index, 1 for a 1-bit index)
+static inline uint8x16_t turbo_idx_bit(const uint8_t * qh, int h, uint8_t one) {
+    // lane i tests bit i%8 of byte 2h + i/8
+    const uint8x16_t bit = { 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128 };
+    const uint8x16_t bytes = vcombine_u8(vdup_n_u8(qh[2*h]), vdup_n_u8(qh[2*h + 1]));
+    return vandq_u8(vtstq_u8(bytes, bit), vdupq_n_u8(one));
+}
+
 static inline int8x16x2_t turbo3_values(const block_turbo3 * x, int j, int8x16_t table) {
     uint8x16x2_t idx = turbo_idx2(x->qs + 8*j);
-    const uint8_t * qh = x->qh + 4*j;
-    // lane i of half h tests bit i%8 of byte 2h + i/8: the high bit of element 16h + i
-    const uint8x16_t bit = { 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128 };
     for (int h = 0; h < 2; ++h) {
-        const uint8x16_t bytes = vcombine_u8(vdup_n_u8(qh[2*h]), vdup_n_u8(qh[2*h + 1]));
-        idx.val[h] = vorrq_u8(idx.val[h], vandq_u8(vtstq_u8(bytes, bit), vdupq_n_u8(4)));
+        idx.val[h] = vorrq_u8(idx.val[h], turbo_idx_bit(x->qh + 4*j, h, 4));
     }
     const int8x16x2_t v = { { vqtbl1q_s8(table, idx.val[0]), vqtbl1q_s8(table, idx.val[1]) } };
     return v;
+}
+
+static inline int8x16x2_t turbo1_values(const block_turbo1 * x, int j, int8x16_t table) {
+    const int8x16x2_t v = { { vqtbl1q_s8(table, turbo_idx_bit(x->qs + 4*j, 0, 1)),
+                              vqtbl1q_s8(table, turbo_idx_bit(x->qs + 4*j, 1, 1)) } };
+    return v;
+}
+
+// sum_i (1 - 2 bit_i) p_i over a block's 64 fp16 p, as 4 partial sums: a set bit flips
+// the sign bit of its float
+static inline float32x4_t turbo_signed_sum(const uint8_t * qr, const uint16_t * p) {
+    const uint32x4_t lo = { 1, 2, 4, 8 };
+    const uint32x4_t hi = { 16, 32, 64, 128 };
+    float32x4_t sum = vdupq_n_f32(0.0f);
+    for (int g = 0; g < QK_TURBO/8; ++g) {
+        const uint32x4_t b  = vdupq_n_u32(qr[g]);
+        const float32x4_t v0 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p + 8*g)));
+        const float32x4_t v1 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p + 8*g + 4)));
+        sum = vaddq_f32(sum, vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(v0), vshlq_n_u32(vtstq_u32(b, lo), 31))));
+        sum = vaddq_f32(sum, vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(v1), vshlq_n_u32(vtstq_u32(b, hi), 31))));
+    }
+    return sum;
 }
 
 static inline int8x16_t turbo_table(const int8_t * values, int n) {
@@ -425,7 +552,7 @@ static inline void turbo_mad16(float * GGML_RESTRICT y, int8x16_t values, float3
     }
 }
 
-#define TURBO_VEC_DOT(name, nvalues)                                                              \
+#define TURBO_VEC_DOT(name, nvalues, stage, nstage)                                               \
 void ggml_vec_dot_##name##_q8_0(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, \
                                 size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc) {   \
     assert(nrc == 1 && n % QK_TURBO == 0);                                                        \
@@ -441,6 +568,27 @@ void ggml_vec_dot_##name##_q8_0(int n, float * GGML_RESTRICT s, size_t bs, const
             const int32x4_t p = turbo_dot16(turbo_dot16(vdupq_n_s32(0), w.val[0], vld1q_s8(q)), w.val[1], vld1q_s8(q + 16)); \
             acc = vmlaq_n_f32(acc, vcvtq_f32_s32(p), turbo_scale(x[ib].s, j)*GGML_CPU_FP16_TO_FP32(y[2*ib + j].d)); \
         }                                                                                         \
+    }                                                                                             \
+    *s = vaddvq_f32(acc);                                                                         \
+}                                                                                                 \
+                                                                                                  \
+void ggml_vec_dot_##name##_qjl_q(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, \
+                                 size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc) {  \
+    assert(nrc == 1 && n % QK_TURBO == 0);                                                        \
+    GGML_UNUSED(bs); GGML_UNUSED(bx); GGML_UNUSED(by); GGML_UNUSED(nrc);                          \
+    const block_##name##_qjl * GGML_RESTRICT x = vx;                                              \
+    const block_turbo_qjl_q  * GGML_RESTRICT y = vy;                                              \
+    const int8x16_t table = turbo_table(kvalues_##stage, nstage);                                 \
+    float32x4_t acc = vdupq_n_f32(0.0f);                                                          \
+    for (int ib = 0; ib < n/QK_TURBO; ++ib) {                                                     \
+        const block_##stage * m = &x[ib].mse;                                                     \
+        for (int j = 0; j < 2; ++j) {                                                             \
+            const int8x16x2_t w = stage##_values(m, j, table);                                    \
+            const int8_t * q = y[ib].qs + QK_TURBO_SUB*j;                                         \
+            const int32x4_t p = turbo_dot16(turbo_dot16(vdupq_n_s32(0), w.val[0], vld1q_s8(q)), w.val[1], vld1q_s8(q + 16)); \
+            acc = vmlaq_n_f32(acc, vcvtq_f32_s32(p), turbo_scale(m->s, j)*GGML_CPU_FP16_TO_FP32(y[ib].d[j])); \
+        }                                                                                         \
+        acc = vmlaq_n_f32(acc, turbo_signed_sum(x[ib].qr, y[ib].p), GGML_CPU_FP16_TO_FP32(x[ib].rn)*TURBO_QJL_SCALE_SQ); \
     }                                                                                             \
     *s = vaddvq_f32(acc);                                                                         \
 }                                                                                                 \
@@ -488,7 +636,14 @@ static inline void turbo2_values(const block_turbo2 * x, int j, int8_t * out) {
     }
 }
 
-#define TURBO_VEC_DOT(name, nvalues)                                                              \
+static inline void turbo1_values(const block_turbo1 * x, int j, int8_t * out) {
+    const uint8_t * qs = x->qs + 4*j;
+    for (int i = 0; i < QK_TURBO_SUB; ++i) {
+        out[i] = kvalues_turbo1[(qs[i >> 3] >> (i & 7)) & 1];
+    }
+}
+
+#define TURBO_VEC_DOT(name, nvalues, stage, nstage)                                               \
 void ggml_vec_dot_##name##_q8_0(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, \
                                 size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc) {   \
     assert(nrc == 1 && n % QK_TURBO == 0);                                                        \
@@ -511,6 +666,35 @@ void ggml_vec_dot_##name##_q8_0(int n, float * GGML_RESTRICT s, size_t bs, const
     *s = sumf;                                                                                    \
 }                                                                                                 \
                                                                                                   \
+void ggml_vec_dot_##name##_qjl_q(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, \
+                                 size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc) {  \
+    assert(nrc == 1 && n % QK_TURBO == 0);                                                        \
+    GGML_UNUSED(bs); GGML_UNUSED(bx); GGML_UNUSED(by); GGML_UNUSED(nrc);                          \
+    const block_##name##_qjl * GGML_RESTRICT x = vx;                                              \
+    const block_turbo_qjl_q  * GGML_RESTRICT y = vy;                                              \
+    float sumf = 0.0f;                                                                            \
+    int8_t w[QK_TURBO_SUB];                                                                       \
+    for (int ib = 0; ib < n/QK_TURBO; ++ib) {                                                     \
+        const block_##stage * m = &x[ib].mse;                                                     \
+        for (int j = 0; j < 2; ++j) {                                                             \
+            stage##_values(m, j, w);                                                              \
+            const int8_t * q = y[ib].qs + QK_TURBO_SUB*j;                                         \
+            int sumi = 0;                                                                         \
+            for (int i = 0; i < QK_TURBO_SUB; ++i) {                                              \
+                sumi += w[i]*q[i];                                                                \
+            }                                                                                     \
+            sumf += turbo_scale(m->s, j)*GGML_CPU_FP16_TO_FP32(y[ib].d[j])*(float) sumi;          \
+        }                                                                                         \
+        float sr = 0.0f;                                                                          \
+        for (int i = 0; i < QK_TURBO; ++i) {                                                      \
+            const float p = GGML_CPU_FP16_TO_FP32(y[ib].p[i]);                                    \
+            sr += (x[ib].qr[i >> 3] >> (i & 7)) & 1 ? -p : p;                                     \
+        }                                                                                         \
+        sumf += GGML_CPU_FP16_TO_FP32(x[ib].rn)*TURBO_QJL_SCALE_SQ*sr;                            \
+    }                                                                                             \
+    *s = sumf;                                                                                    \
+}                                                                                                 \
+                                                                                                  \
 static void name##_vec_mad(int n, float * GGML_RESTRICT y, const void * GGML_RESTRICT vx, float v) { \
     const block_##name * GGML_RESTRICT x = vx;                                                    \
     int8_t w[QK_TURBO_SUB];                                                                       \
@@ -527,9 +711,10 @@ static void name##_vec_mad(int n, float * GGML_RESTRICT y, const void * GGML_RES
 
 #endif
 
-TURBO_VEC_DOT(turbo4, 16)
-TURBO_VEC_DOT(turbo3, 8)
-TURBO_VEC_DOT(turbo2, 4)
+// each plain type, and its _qjl variant whose stage 1 is one bit below it
+TURBO_VEC_DOT(turbo4, 16, turbo3, 8)
+TURBO_VEC_DOT(turbo3, 8, turbo2, 4)
+TURBO_VEC_DOT(turbo2, 4, turbo1, 2)
 
 ggml_turbo_vec_mad_t ggml_turbo_get_vec_mad(enum ggml_type type) {
     switch (type) {
