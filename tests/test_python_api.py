@@ -23,7 +23,7 @@ from test_server import free_port, serve
 from tqllama import assets, build, pywheel
 from tqllama.cli import cli
 from tqllama.paths import REPO_ROOT
-from tqllama.types import TURBO2, TURBO3, TURBO4
+from tqllama.types import TURBO2, TURBO2_QJL, TURBO3, TURBO3_QJL, TURBO4, TURBO4_QJL
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,8 @@ p = llama_cpp.llama_context_default_params()
 S = llama_cpp.llama_context_params
 print(json.dumps({
     "types": [llama_cpp.GGML_TYPE_TURBO2, llama_cpp.GGML_TYPE_TURBO3, llama_cpp.GGML_TYPE_TURBO4,
-              llama_cpp.GGML_TYPE_COUNT],
+              llama_cpp.GGML_TYPE_TURBO2_QJL, llama_cpp.GGML_TYPE_TURBO3_QJL,
+              llama_cpp.GGML_TYPE_TURBO4_QJL, llama_cpp.GGML_TYPE_COUNT],
     "size": ctypes.sizeof(S),
     "offsets": {name: getattr(S, name).offset for name, _ in S._fields_},
     "defaults": {name: getattr(p, name) for name in %r},
@@ -115,15 +116,16 @@ def test_bindings_match_the_patched_headers(site: Path, wheel: Path, tmp_path: P
     proc = python(site, BINDING % list(TQ_CONTEXT_FIELDS))
     assert proc.returncode == 0, proc.stderr[-3000:]
     binding = json.loads(proc.stdout)
-    assert binding["types"][:3] == [TURBO2, TURBO3, TURBO4]
+    assert binding["types"][:6] == [TURBO2, TURBO3, TURBO4, TURBO2_QJL, TURBO3_QJL, TURBO4_QJL]
     assert binding["defaults"] == TQ_CONTEXT_FIELDS
 
     tree = build.backend_dir("python-cpu") / "src" / "vendor" / "llama.cpp"
     program = tmp_path / "layout.c"
     program.write_text("\n".join([
         "#include <stddef.h>", "#include <stdio.h>", '#include "llama.h"', "int main(void) {",
-        '    printf("types %d %d %d %d\\n", GGML_TYPE_TURBO2, GGML_TYPE_TURBO3, '
-        "GGML_TYPE_TURBO4, GGML_TYPE_COUNT);",
+        '    printf("types %d %d %d %d %d %d %d\\n", GGML_TYPE_TURBO2, GGML_TYPE_TURBO3, '
+        "GGML_TYPE_TURBO4, GGML_TYPE_TURBO2_QJL, GGML_TYPE_TURBO3_QJL, GGML_TYPE_TURBO4_QJL, "
+        "GGML_TYPE_COUNT);",
         '    printf("size %zu\\n", sizeof(struct llama_context_params));',
         *(f'    printf("{name} %zu\\n", offsetof(struct llama_context_params, {name}));'
           for name in binding["offsets"]),

@@ -15,14 +15,20 @@ static inline bool ggml_metal_tqllama_type(enum ggml_type type) {
     return type >= GGML_TYPE_TURBO2 && type < GGML_TYPE_COUNT;
 }
 
+// the turbo types with Metal kernels: not (yet) the two-stage _qjl keys, which
+// ggml_is_turbo includes
+static inline bool ggml_metal_turbo_type(enum ggml_type type) {
+    return type == GGML_TYPE_TURBO2 || type == GGML_TYPE_TURBO3 || type == GGML_TYPE_TURBO4;
+}
+
 // K or V types that kernels/fa_turbo.metal and kernels/fa_vec_turbo.metal pair with turbo
 static inline bool ggml_metal_turbo_fa_partner(enum ggml_type type) {
-    return type == GGML_TYPE_F16 || type == GGML_TYPE_Q8_0 || ggml_is_turbo(type);
+    return type == GGML_TYPE_F16 || type == GGML_TYPE_Q8_0 || ggml_metal_turbo_type(type);
 }
 
 // flash attention with a turbo K or V
 static inline bool ggml_metal_turbo_fa(const struct ggml_tensor * op) {
-    return ggml_is_turbo(op->src[1]->type) || ggml_is_turbo(op->src[2]->type);
+    return ggml_metal_tqllama_type(op->src[1]->type) || ggml_metal_tqllama_type(op->src[2]->type);
 }
 
 // the instantiated turbo configurations: K and V from the partner types, head sizes 64,
