@@ -221,59 +221,25 @@ static const turbo_search turbo_search_cpu = { turbo_best_code_neon, turbo_indic
 
 #endif
 
+// from_float: the SIMD inner loops where there are some, else the reference
 #if defined(__AVX2__) || (defined(__ARM_NEON) && defined(__aarch64__))
-
-void quantize_row_turbo2(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo2_with(x, y, k, &turbo_search_cpu);
+#define TURBO_FROM_FLOAT(name)                                                                    \
+void quantize_row_##name(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {      \
+    quantize_row_##name##_with(x, y, k, &turbo_search_cpu);                                       \
 }
-
-void quantize_row_turbo3(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo3_with(x, y, k, &turbo_search_cpu);
-}
-
-void quantize_row_turbo4(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo4_with(x, y, k, &turbo_search_cpu);
-}
-
-void quantize_row_turbo2_qjl(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo2_qjl_with(x, y, k, &turbo_search_cpu);
-}
-
-void quantize_row_turbo3_qjl(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo3_qjl_with(x, y, k, &turbo_search_cpu);
-}
-
-void quantize_row_turbo4_qjl(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo4_qjl_with(x, y, k, &turbo_search_cpu);
-}
-
 #else
-
-void quantize_row_turbo2(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo2_ref(x, y, k);
+#define TURBO_FROM_FLOAT(name)                                                                    \
+void quantize_row_##name(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {      \
+    quantize_row_##name##_ref(x, y, k);                                                           \
 }
-
-void quantize_row_turbo3(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo3_ref(x, y, k);
-}
-
-void quantize_row_turbo4(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo4_ref(x, y, k);
-}
-
-void quantize_row_turbo2_qjl(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo2_qjl_ref(x, y, k);
-}
-
-void quantize_row_turbo3_qjl(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo3_qjl_ref(x, y, k);
-}
-
-void quantize_row_turbo4_qjl(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo4_qjl_ref(x, y, k);
-}
-
 #endif
+
+TURBO_FROM_FLOAT(turbo2)
+TURBO_FROM_FLOAT(turbo3)
+TURBO_FROM_FLOAT(turbo4)
+TURBO_FROM_FLOAT(turbo2_qjl)
+TURBO_FROM_FLOAT(turbo3_qjl)
+TURBO_FROM_FLOAT(turbo4_qjl)
 
 // The query of a turbo_qjl dot product, once per query row: q8_0 (round to nearest, as
 // upstream's reference) and S q. Scalar: it costs one 64-point transform pair per block of
