@@ -97,6 +97,13 @@ def test_interrupted_sweep_resumes_without_repeating(tiny: list[str], tmp_path: 
     row = next(line for line in table.splitlines() if line.startswith("| q4_0/q4_0"))
     assert f"{from_log.kld.kld_mean.value:.6f}" in row
     assert f"{bench.bench[0].avg_ts:.1f}" in row and "(1.00x)" in table
+    # ... and what `tqllama bench table` prints from the same results: ΔPPL against the
+    # f16 base's PPL in both, which the sweep's table once lacked
+    shown = _tqllama(["bench", "table", str(out)], cache)
+    table_again, err = shown.communicate(timeout=60)
+    assert shown.returncode == 0, err
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert rows and rows == [line for line in table_again.splitlines() if line.startswith("|")]
 
     # Everything is stored: a third run runs nothing.
     third = _tqllama([*tiny, "--out", str(out)], cache)

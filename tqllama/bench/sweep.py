@@ -355,7 +355,8 @@ class Sweep:
         return [r for r in self.runs if self.settings.force or r.key not in done]
 
     def execute(self) -> list[RunRecord]:
-        """Run what is pending (the base first when needed); the records of this plan."""
+        """Run what is pending (the base first when needed); the records of this plan, the
+        base's included (the table takes the f16 cache's PPL from it)."""
         todo = self.pending()
         skipped = len(self.runs) - len(todo)
         logits = base_logits.path_for(self.base.key)
@@ -373,7 +374,7 @@ class Sweep:
                 self.failures.append(f"{run.pair.label} {run.kind}: {exc}")
                 self.progress.failed(run.label, str(exc))
         done = self.store.load()
-        return [done[r.key] for r in self.runs if r.key in done]
+        return [done[r.key] for r in (self.base, *self.runs) if r.key in done]
 
     def _run(self, run: Run) -> None:
         log = self.store.log_path(run.log_name())
