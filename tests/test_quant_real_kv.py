@@ -75,10 +75,10 @@ def test_qjl_estimate_unbiased_on_real_keys(cached_keys: np.ndarray, ggml_cpu: G
     """K . Q by the CPU kernel of turbo{bits}_qjl (SIMD quantizer, vec_dot through the
     projected query) on the keys the cache holds, each against queries correlated with it
     (y = k + z, z Gaussian at the key's scale, 4 draws: an independent query would hide a
-    bias by symmetry). The error's mean is under 1% of its spread (measured -0.45%, -0.35%,
-    +0.29% for turbo4/3/2_qjl; on uncentred keys -0.8%, +0.2%, +1.3%), while stage 1 alone
-    shrinks the product by one to two spreads; the C estimate is the NumPy reference's up
-    to the query's q8_0 rounding."""
+    bias by symmetry). The error's mean is under 1% of its spread (measured -0.59%, -0.34%,
+    +0.27% for turbo4/3/2_qjl, standard error 0.23%; on uncentred keys -0.8%, +0.2%,
+    +1.3%), while stage 1 alone shrinks the product by 1.0, 1.6 and 2.1 spreads; the C
+    estimate is the NumPy reference's up to the query's q8_0 rounding."""
     name = f"turbo{bits}_qjl"
     k = cached_keys
     ref = qjl.TurboQuant(bits)
