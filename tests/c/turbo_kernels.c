@@ -48,7 +48,7 @@ static int check_qjl_dot(enum ggml_type type, int n, const float * q, const char
     double ref = 0.0, mag = 0.0, tol = 0.0;
     for (int i = 0; i < n; ++i) {
         const block_turbo_qjl_q * b = &qq[i/64];
-        const double qd = (double) GGML_CPU_FP16_TO_FP32(b->d[(i % 64)/32])*b->qs[i % 64];
+        const double qd = (double) GGML_CPU_FP16_TO_FP32(b->q[(i % 64)/32].d)*b->q[(i % 64)/32].qs[i % 32];
         ref += (double) x_mse[i]*qd + ((double) xd[i] - x_mse[i])*q[i];
         mag += fabs((double) x_mse[i]*qd) + fabs(((double) xd[i] - x_mse[i])*q[i]);
         uint16_t h;

@@ -59,8 +59,10 @@ typedef struct {
 // computed once per query row instead of once per key. S q is stored, not P(q) = 64 S q:
 // it is bounded by the block's norm, so fp16 holds it wherever an f16 cache holds q.
 typedef struct {
-    uint16_t d[2];               // q8_0 scale of each sub-block, fp16
-    int8_t   qs[QK_TURBO];
+    struct {
+        uint16_t d;              // fp16
+        int8_t   qs[QK_TURBO_SUB];
+    } q[2];                      // each sub-block as a block_q8_0 (the same layout)
     uint16_t p[QK_TURBO];        // S q, fp16
 } block_turbo_qjl_q;             // 3.06 bytes per value: fits flash attention's Q scratch (4)
 

@@ -10,6 +10,7 @@
 
 #include "ggml-cpu-impl.h"
 #include "simd-mappings.h"
+#include "quants.h"
 #include "ggml-turbo-quants.h"
 #include "turbo-cpu.h"
 
@@ -241,25 +242,16 @@ TURBO_FROM_FLOAT(turbo2_qjl)
 TURBO_FROM_FLOAT(turbo3_qjl)
 TURBO_FROM_FLOAT(turbo4_qjl)
 
-// The query of a turbo_qjl dot product, once per query row: q8_0 (round to nearest, as
-// upstream's reference) and S q. Scalar: it costs one 64-point transform pair per block of
-// a query, against one dot product per block of every key it meets.
+static_assert(sizeof(((block_turbo_qjl_q *) 0)->q) == 2*sizeof(block_q8_0), "turbo_qjl_q must hold two q8_0 blocks");
+
+// The query of a turbo_qjl dot product, once per query row: q8_0 by the CPU backend's own
+// quantizer (the query the plain turbo types read) and S q. The transforms are scalar:
+// one pair per block of a query, against one dot product per block of every key it meets.
 void quantize_row_turbo_qjl_q(const float * GGML_RESTRICT x, void * GGML_RESTRICT vy, int64_t k) {
     assert(k % QK_TURBO == 0);
     block_turbo_qjl_q * GGML_RESTRICT y = vy;
     for (int64_t ib = 0; ib < k/QK_TURBO; ++ib, x += QK_TURBO) {
-        for (int j = 0; j < 2; ++j) {
-            float amax = 0.0f;
-            for (int i = 0; i < QK_TURBO_SUB; ++i) {
-                amax = fmaxf(amax, fabsf(x[QK_TURBO_SUB*j + i]));
-            }
-            const float d  = amax/127.0f;
-            const float id = d != 0.0f ? 1.0f/d : 0.0f;
-            y[ib].d[j] = GGML_CPU_FP32_TO_FP16(d);
-            for (int i = 0; i < QK_TURBO_SUB; ++i) {
-                y[ib].qs[QK_TURBO_SUB*j + i] = (int8_t) roundf(x[QK_TURBO_SUB*j + i]*id);
-            }
-        }
+        quantize_row_q8_0(x, y[ib].q, QK_TURBO);
         float p[QK_TURBO];
         memcpy(p, x, sizeof(p));
         turbo_qjl_project(p);
@@ -402,8 +394,8 @@ void ggml_vec_dot_##name##_qjl_q(int n, float * GGML_RESTRICT s, size_t bs, cons
     for (int ib = 0; ib < n/QK_TURBO; ++ib) {                                                     \
         const block_##stage * m = &x[ib].mse;                                                     \
         for (int j = 0; j < 2; ++j) {                                                             \
-            const __m256i p = turbo_dot_i8(stage##_values(m, j, table), _mm256_loadu_si256((const __m256i *) (y[ib].qs + QK_TURBO_SUB*j))); \
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(turbo_scale(m->s, j)*GGML_CPU_FP16_TO_FP32(y[ib].d[j])), _mm256_cvtepi32_ps(p), acc); \
+            const __m256i p = turbo_dot_i8(stage##_values(m, j, table), _mm256_loadu_si256((const __m256i *) (y[ib].q[j].qs))); \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(turbo_scale(m->s, j)*GGML_CPU_FP16_TO_FP32(y[ib].q[j].d)), _mm256_cvtepi32_ps(p), acc); \
         }                                                                                         \
         acc = _mm256_fmadd_ps(_mm256_set1_ps(GGML_CPU_FP16_TO_FP32(x[ib].rn)*TURBO_QJL_SCALE_SQ), turbo_signed_sum(x[ib].qr, y[ib].p), acc); \
     }                                                                                             \
@@ -550,9 +542,9 @@ void ggml_vec_dot_##name##_qjl_q(int n, float * GGML_RESTRICT s, size_t bs, cons
         const block_##stage * m = &x[ib].mse;                                                     \
         for (int j = 0; j < 2; ++j) {                                                             \
             const int8x16x2_t w = stage##_values(m, j, table);                                    \
-            const int8_t * q = y[ib].qs + QK_TURBO_SUB*j;                                         \
+            const int8_t * q = y[ib].q[j].qs;                                         \
             const int32x4_t p = turbo_dot16(turbo_dot16(vdupq_n_s32(0), w.val[0], vld1q_s8(q)), w.val[1], vld1q_s8(q + 16)); \
-            acc = vmlaq_n_f32(acc, vcvtq_f32_s32(p), turbo_scale(m->s, j)*GGML_CPU_FP16_TO_FP32(y[ib].d[j])); \
+            acc = vmlaq_n_f32(acc, vcvtq_f32_s32(p), turbo_scale(m->s, j)*GGML_CPU_FP16_TO_FP32(y[ib].q[j].d)); \
         }                                                                                         \
         acc = vmlaq_n_f32(acc, turbo_signed_sum(x[ib].qr, y[ib].p), GGML_CPU_FP16_TO_FP32(x[ib].rn)*TURBO_QJL_SCALE_SQ); \
     }                                                                                             \
@@ -644,12 +636,12 @@ void ggml_vec_dot_##name##_qjl_q(int n, float * GGML_RESTRICT s, size_t bs, cons
         const block_##stage * m = &x[ib].mse;                                                     \
         for (int j = 0; j < 2; ++j) {                                                             \
             stage##_values(m, j, w);                                                              \
-            const int8_t * q = y[ib].qs + QK_TURBO_SUB*j;                                         \
+            const int8_t * q = y[ib].q[j].qs;                                         \
             int sumi = 0;                                                                         \
             for (int i = 0; i < QK_TURBO_SUB; ++i) {                                              \
                 sumi += w[i]*q[i];                                                                \
             }                                                                                     \
-            sumf += turbo_scale(m->s, j)*GGML_CPU_FP16_TO_FP32(y[ib].d[j])*(float) sumi;          \
+            sumf += turbo_scale(m->s, j)*GGML_CPU_FP16_TO_FP32(y[ib].q[j].d)*(float) sumi;          \
         }                                                                                         \
         float sr = 0.0f;                                                                          \
         for (int i = 0; i < QK_TURBO; ++i) {                                                      \
