@@ -1,5 +1,6 @@
 """Shared fixtures. `built_tools`: the real build, made once per test session; `ggml`,
-`ggml_cpu`: its libggml-base and libggml-cpu through ctypes."""
+`ggml_cpu`: its libggml-base and libggml-cpu through ctypes; `patched_tree`: the sources
+of that build (read-only: tests that write into a tree make their own)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 
 from tqllama.build import Manifest, build
 from tqllama.ggmllib import GgmlBase, GgmlCpu
+from tqllama.patching import make_tree
+from tqllama.source import fetch
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +33,11 @@ def ggml(built_tools: Manifest) -> GgmlBase:
 @pytest.fixture(scope="session")
 def ggml_cpu(built_tools: Manifest, ggml: GgmlBase) -> GgmlCpu:
     return GgmlCpu(Path(built_tools.libraries["libggml-cpu.so"]), ggml)
+
+
+@pytest.fixture(scope="session")
+def patched_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pinned llama.cpp with ggml-src/ and patches/ applied (about 2 s)."""
+    dest = tmp_path_factory.mktemp("tree") / "llama.cpp"
+    make_tree(fetch(), dest)
+    return dest

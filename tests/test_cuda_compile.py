@@ -2,10 +2,11 @@
 
 No GPU is needed. nvcc compiles, with ggml-cuda's flags, for sm_90 and sm_86 (to SASS):
 ggml-cuda/turbo.cu, and the turbo flash-attention vec instances cut to one head size each
-(turbo2/turbo3 at 64, turbo3/turbo4 at 128, turbo4/turbo2 at 256: every turbo type as K and
-as V, every head size, a third of the three files' cost); and for compute_90 (to PTX) the
-upstream files that the CUDA patch hooks the turbo types into. Running the kernels is
-ci/cuda-check.sh's job, on a machine with an NVIDIA GPU.
+(turbo2/turbo3 at 64, turbo3/turbo4 at 128, turbo4/turbo2 at 256: every plain turbo type as
+K and as V, every head size; turbo2_qjl/q8_0 at 64 and turbo4_qjl/turbo3 at 128: the _qjl
+keys' projected query); and for compute_90 (to PTX) the upstream files that the CUDA patch
+hooks the turbo types into. What the device code computes is tests/test_cuda_warp.py's
+check (on the CPU); running the kernels is ci/cuda-check.sh's, on an NVIDIA GPU.
 
 Needs nvcc and the cuBLAS headers (every ggml-cuda source includes cublas_v2.h): the CUDA
 toolkit's, or the `nvidia-cublas` wheel's (`pip install -e '.[cuda]'`). Without them the
@@ -41,12 +42,14 @@ if CUBLAS is None:
 ARCHS = ("90", "86")
 CUDA_DIR = Path("ggml/src/ggml-cuda")
 # (head size, instance file): the line of that head size is taken from each generated file
-FA_CUTS = ((64, "turbo2-turbo3"), (128, "turbo3-turbo4"), (256, "turbo4-turbo2"))
+FA_CUTS = ((64, "turbo2-turbo3"), (128, "turbo3-turbo4"), (256, "turbo4-turbo2"),
+           (64, "turbo2_qjl-q8_0"), (128, "turbo4_qjl-turbo3"))
 # The upstream files the turbo types are hooked into: convert, get_rows, cpy, set_rows,
 # the FA dispatch, supports_op.
 HOOKED_SOURCES = ("convert.cu", "getrows.cu", "cpy.cu", "set-rows.cu", "fattn.cu", "ggml-cuda.cu")
 # fattn.cu reads one GGML_CUDA_FA_<K>_<V> per pair, which cmake's GGML_CUDA_FA_QUANTS sets
-FA_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "BF16", "F16", "TURBO2", "TURBO3", "TURBO4")
+FA_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "BF16", "F16", "TURBO2", "TURBO3", "TURBO4",
+            "TURBO2_QJL", "TURBO3_QJL", "TURBO4_QJL")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,7 @@ def assert_compiles(tree: Path, src: Path, arch: str, tmp_path: Path) -> None:
 
 
 def fa_cut(tree: Path) -> Path:
-    """One translation unit with one head size of each of three turbo vec instances."""
+    """One translation unit with one head size of each of FA_CUTS' vec instances."""
     instances = tree / CUDA_DIR / "template-instances"
     lines = ['#include "../fattn-vec.cuh"\n']
     for head, pair in FA_CUTS:
@@ -103,8 +106,8 @@ def test_hooked_upstream_sources_compile(tree: Path, name: str, tmp_path: Path) 
 
 def test_cuda_build_configures(tree: Path, tmp_path: Path) -> None:
     """`tqllama build --backend cuda`'s cmake arguments configure the tree: cuBLAS found
-    (from the wheel where the toolkit lacks it), and the 21 turbo vec instances and turbo.cu
-    in the build by default."""
+    (from the wheel where the toolkit lacks it), and the 36 turbo vec instances (21 plain
+    pairs, 15 with a _qjl key) and turbo.cu in the build by default."""
     args = build_mod.cmake_config_args("cuda", False)
     if ctypes.util.find_library("cuda") is None:  # no GPU driver: no CUDA::cuda_driver to link
         args.append("-DGGML_CUDA_NO_VMM=ON")
@@ -114,7 +117,8 @@ def test_cuda_build_configures(tree: Path, tmp_path: Path) -> None:
     ninja_or_make = "\n".join(p.read_text() for p in (tmp_path / "build").rglob("build.make"))
     ninja_or_make += "\n".join(p.read_text() for p in (tmp_path / "build").glob("build.ninja"))
     instances = set(re.findall(r"fattn-vec-instance-([a-z0-9_]+-[a-z0-9_]+)\.cu", ninja_or_make))
-    assert len({i for i in instances if "turbo" in i}) == 21
+    assert len({i for i in instances if "turbo" in i}) == 36
+    assert len({i for i in instances if "qjl" in i}) == 15
     assert "ggml-cuda/turbo.cu" in ninja_or_make
 
 
@@ -122,10 +126,10 @@ def test_a_cuda_type_error_fails_the_check(tree: Path, tmp_path: Path) -> None:
     """The check is real: a device-code type error in a copy of turbo.cu fails it, and
     nvcc names the line."""
     good = (tree / CUDA_DIR / "turbo.cu").read_text()
-    line = "    const int8_t * values = turbo_cuda_traits<type>::values();\n"
+    line = "    turbo_cuda_quantize_block_warp<type>(x, y);\n"
     assert good.count(line) == 1, "the injection point moved: update this test"
     bad = tree / CUDA_DIR / "turbo-type-error.cu"  # beside turbo.cu: same includes
-    bad.write_text(good.replace(line, line.replace("const int8_t *", "const float *")))
+    bad.write_text(good.replace(line, line.replace("(x, y)", "(y, x)")))
     lineno = good[:good.index(line)].count("\n") + 1
 
     proc = nvcc(tree, bad, f"compute_{ARCHS[0]}", tmp_path / "out.o")

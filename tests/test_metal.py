@@ -26,10 +26,8 @@ from test_bitexact import adversarial_rows, boundary_rows, random_rows, tie_rows
 from tqllama.build import check_platform
 from tqllama.cli import cli
 from tqllama.errors import TqError
-from tqllama.patching import make_tree
 from tqllama.paths import ggml_src_dir
 from tqllama.quant.turbo import TurboQuantMSE
-from tqllama.source import fetch
 
 HERE = Path(__file__).parent
 SHIM = HERE / "metal" / "shim"
@@ -110,11 +108,9 @@ def test_dequantize_matches_reference(helpers: Path, bits: int, mode: str) -> No
 
 
 @pytest.fixture(scope="module")
-def ggml_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ggml_tree(patched_tree: Path) -> Path:
     """ggml/src of the patched tree (pristine + ggml-src/ + patches/)."""
-    dest = tmp_path_factory.mktemp("tree") / "llama.cpp"
-    make_tree(fetch(), dest)
-    return dest / "ggml" / "src"
+    return patched_tree / "ggml" / "src"
 
 
 TURBO_LIBRARIES = ("quantize", "fa_aux", "fa_turbo", "fa_vec_turbo")
