@@ -77,37 +77,28 @@ static __device__ __forceinline__ turbo_cpy_offsets turbo_cpy_offsets_of(const i
     const int64_t nb12, const int64_t nb13
 #define TURBO_CPY_ARGS cx, cdst, ne, ne00, ne01, ne02, nb00, nb01, nb02, nb03, ne10, ne11, ne12, nb10, nb11, nb12, nb13
 
-// F32 -> turbo
-template <ggml_type type>
-static __global__ void k_cpy_f32_turbo(TURBO_CPY_PARAMS) {
+// F32 -> turbo (any turbo type), or _qjl -> F32 (the destination's block of 64 floats
+// contiguous, as cpy_q_f32 writes it)
+template <ggml_type type, bool to_turbo>
+static __global__ void k_cpy_turbo(TURBO_CPY_PARAMS) {
     const int64_t i = (int64_t(blockIdx.x)*blockDim.x + threadIdx.x) / WARP_SIZE * QK_TURBO;
     if (i >= ne) {
         return; // the whole warp
     }
-    const turbo_cpy_offsets o = turbo_cpy_offsets_of(i, false,
+    const turbo_cpy_offsets o = turbo_cpy_offsets_of(i, !to_turbo,
         ne00, ne01, ne02, nb00, nb01, nb02, nb03, ne10, ne11, ne12, nb10, nb11, nb12, nb13);
 
     ggml_cuda_pdl_sync();
-    turbo_cuda_quantize_block_warp<type>((const float *) (cx + o.f), (turbo_cuda_block<type> *) (cdst + o.q));
-}
-
-// _qjl -> F32 (the destination's block of 64 floats contiguous, as cpy_q_f32 writes it)
-template <ggml_type type>
-static __global__ void k_cpy_turbo_qjl_f32(TURBO_CPY_PARAMS) {
-    const int64_t i = (int64_t(blockIdx.x)*blockDim.x + threadIdx.x) / WARP_SIZE * QK_TURBO;
-    if (i >= ne) {
-        return; // the whole warp
+    if constexpr (to_turbo) {
+        turbo_cuda_quantize_block_warp<type>((const float *) (cx + o.f), (turbo_cuda_block<type> *) (cdst + o.q));
+    } else {
+        float y0, y1;
+        turbo_cuda_dequantize_qjl_warp<type>((const turbo_cuda_block<type> *) (cx + o.q), y0, y1);
+        float * y = (float *) (cdst + o.f);
+        const int lane = threadIdx.x % WARP_SIZE;
+        y[lane]             = y0;
+        y[lane + WARP_SIZE] = y1;
     }
-    const turbo_cpy_offsets o = turbo_cpy_offsets_of(i, true,
-        ne00, ne01, ne02, nb00, nb01, nb02, nb03, ne10, ne11, ne12, nb10, nb11, nb12, nb13);
-
-    ggml_cuda_pdl_sync();
-    float y0, y1;
-    turbo_cuda_dequantize_qjl_warp<type>((const turbo_cuda_block<type> *) (cx + o.q), y0, y1);
-    float * y = (float *) (cdst + o.f);
-    const int lane = threadIdx.x % WARP_SIZE;
-    y[lane]             = y0;
-    y[lane + WARP_SIZE] = y1;
 }
 
 // _qjl -> dst_t, a (ne00, ne01, ne02, ne03) source with row strides s01, s02, s03 in blocks,
@@ -202,7 +193,7 @@ void ggml_cuda_turbo_cpy_f32(ggml_type type, TURBO_CPY_PARAMS, cudaStream_t stre
         return;
     }
     turbo_dispatch(type, __func__, [&](auto t) {
-        k_cpy_f32_turbo<decltype(t)::value><<<turbo_grid(ne/QK_TURBO), CUDA_TURBO_BLOCK_SIZE, 0, stream>>>(TURBO_CPY_ARGS);
+        k_cpy_turbo<decltype(t)::value, true><<<turbo_grid(ne/QK_TURBO), CUDA_TURBO_BLOCK_SIZE, 0, stream>>>(TURBO_CPY_ARGS);
     });
     CUDA_CHECK(cudaGetLastError());
 }
@@ -215,7 +206,7 @@ void ggml_cuda_turbo_qjl_cpy_to_f32(ggml_type type, TURBO_CPY_PARAMS, cudaStream
     }
     turbo_dispatch(type, __func__, [&](auto t) {
         if constexpr (turbo_cuda_traits<decltype(t)::value>::qjl) {
-            k_cpy_turbo_qjl_f32<decltype(t)::value><<<turbo_grid(ne/QK_TURBO), CUDA_TURBO_BLOCK_SIZE, 0, stream>>>(TURBO_CPY_ARGS);
+            k_cpy_turbo<decltype(t)::value, false><<<turbo_grid(ne/QK_TURBO), CUDA_TURBO_BLOCK_SIZE, 0, stream>>>(TURBO_CPY_ARGS);
         }
     });
     CUDA_CHECK(cudaGetLastError());

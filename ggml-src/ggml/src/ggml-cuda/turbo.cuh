@@ -59,45 +59,21 @@ static constexpr __host__ __device__ bool ggml_cuda_type_is_turbo(const ggml_typ
 // turbo2_qjl, never a cache type, hence codebooks keyed by bits rather than by ggml_type.
 template <int bits> struct turbo_cuda_cb;
 
-template <> struct turbo_cuda_cb<4> {
-    typedef block_turbo4 block;
-    static constexpr int n      = 16;  // codebook entries
-    static constexpr int cbmax  = TURBO4_CBMAX;
-    static constexpr int lo     = TURBO4_SEARCH_LO;
-    static constexpr int hi     = TURBO4_SEARCH_HI;
-    static __device__ __forceinline__ const int8_t * values() { return kvalues_turbo4; }
-    static __device__ __forceinline__ const float  * thresh() { return kthresh_turbo4; }
-};
-
-template <> struct turbo_cuda_cb<3> {
-    typedef block_turbo3 block;
-    static constexpr int n      = 8;
-    static constexpr int cbmax  = TURBO3_CBMAX;
-    static constexpr int lo     = TURBO3_SEARCH_LO;
-    static constexpr int hi     = TURBO3_SEARCH_HI;
-    static __device__ __forceinline__ const int8_t * values() { return kvalues_turbo3; }
-    static __device__ __forceinline__ const float  * thresh() { return kthresh_turbo3; }
-};
-
-template <> struct turbo_cuda_cb<2> {
-    typedef block_turbo2 block;
-    static constexpr int n      = 4;
-    static constexpr int cbmax  = TURBO2_CBMAX;
-    static constexpr int lo     = TURBO2_SEARCH_LO;
-    static constexpr int hi     = TURBO2_SEARCH_HI;
-    static __device__ __forceinline__ const int8_t * values() { return kvalues_turbo2; }
-    static __device__ __forceinline__ const float  * thresh() { return kthresh_turbo2; }
-};
-
-template <> struct turbo_cuda_cb<1> {
-    typedef block_turbo1 block;
-    static constexpr int n      = 2;
-    static constexpr int cbmax  = TURBO1_CBMAX;
-    static constexpr int lo     = TURBO1_SEARCH_LO;
-    static constexpr int hi     = TURBO1_SEARCH_HI;
-    static __device__ __forceinline__ const int8_t * values() { return kvalues_turbo1; }
-    static __device__ __forceinline__ const float  * thresh() { return kthresh_turbo1; }
-};
+#define TURBO_CUDA_CB(B)                                                                     \
+    template <> struct turbo_cuda_cb<B> {                                                    \
+        typedef block_turbo##B block;                                                        \
+        static constexpr int n     = 1 << B; /* codebook entries */                          \
+        static constexpr int cbmax = TURBO##B##_CBMAX;                                       \
+        static constexpr int lo    = TURBO##B##_SEARCH_LO;                                   \
+        static constexpr int hi    = TURBO##B##_SEARCH_HI;                                   \
+        static __device__ __forceinline__ const int8_t * values() { return kvalues_turbo##B; } \
+        static __device__ __forceinline__ const float  * thresh() { return kthresh_turbo##B; } \
+    };
+TURBO_CUDA_CB(4)
+TURBO_CUDA_CB(3)
+TURBO_CUDA_CB(2)
+TURBO_CUDA_CB(1)
+#undef TURBO_CUDA_CB
 
 // A cache type: its block, and the codebook of its (first) stage. A _qjl block starts with
 // the block of its stage 1 (`mse`), one bit below the type's name.
