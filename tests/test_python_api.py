@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 from test_server import free_port, serve
 
-from tqllama import assets, build, pywheel
+from tqllama import build, pywheel
 from tqllama.cli import cli
 from tqllama.paths import REPO_ROOT
 from tqllama.types import TURBO2, TURBO2_QJL, TURBO3, TURBO3_QJL, TURBO4, TURBO4_QJL
@@ -44,11 +44,6 @@ def site(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "--disable-pip-version-check", "--target", str(target), str(wheel)],
                    check=True, timeout=300)
     return target
-
-
-@pytest.fixture(scope="module")
-def model() -> Path:
-    return assets.fetch_model("smollm2-135m")
 
 
 def python(site: Path, code: str, *args: str, timeout: float = 300,

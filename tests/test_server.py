@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from tqllama import assets
-
 pytestmark = pytest.mark.slow
 
 PROMPT = ("The history of the city begins with a small settlement on the river. Over the "
@@ -88,11 +86,6 @@ def complete(url: str, **body: object) -> dict:
     status, out = post(f"{url}/completion", body)
     assert status == 200, out
     return out
-
-
-@pytest.fixture(scope="module")
-def model() -> Path:
-    return assets.fetch_model("smollm2-135m")
 
 
 def test_completion_with_turbo_k_and_v(built_tools, model: Path, tmp_path: Path) -> None:
