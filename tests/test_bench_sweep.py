@@ -60,6 +60,10 @@ def _lines(results: Path) -> list[str]:
 
 
 def test_interrupted_sweep_resumes_without_repeating(tiny: list[str], tmp_path: Path):
+    # Ctrl-C comes when the first run (the base) is stored; the four after it must still be
+    # running then. Generating 256 tokens in each bench run keeps them busy for seconds, and
+    # for longer on a loaded machine, where this test's own process is slow to react too.
+    tiny = [*tiny, "--n-gen", "256"]
     out, cache = tmp_path / "out", tmp_path / "cache"
     results = out / "results.jsonl"
     proc = _tqllama([*tiny, "--out", str(out)], cache)
