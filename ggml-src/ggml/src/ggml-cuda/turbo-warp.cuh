@@ -203,16 +203,11 @@ static __device__ void turbo_cuda_qjl_residual_warp(const float x0, const float 
     float r0 = __fsub_rn(x0, m0);
     float r1 = __fsub_rn(x1, m1);
 
-    // the norm, summed in index order by every lane
+    // the norm, summed in index order by every lane (value i is lane i % 32's r0 or r1)
     float acc = 0.0f;
 #pragma unroll 8
-    for (int i = 0; i < WARP_SIZE; ++i) {
-        const float r = __shfl_sync(TURBO_FULL_MASK, r0, i);
-        acc = __fadd_rn(acc, __fmul_rn(r, r));
-    }
-#pragma unroll 8
-    for (int i = 0; i < WARP_SIZE; ++i) {
-        const float r = __shfl_sync(TURBO_FULL_MASK, r1, i);
+    for (int i = 0; i < QK_TURBO; ++i) {
+        const float r = __shfl_sync(TURBO_FULL_MASK, i < WARP_SIZE ? r0 : r1, i % WARP_SIZE);
         acc = __fadd_rn(acc, __fmul_rn(r, r));
     }
 
@@ -257,9 +252,8 @@ static __device__ void turbo_cuda_dequantize_qjl_warp(const turbo_cuda_block<typ
     constexpr int bits = turbo_cuda_traits<type>::bits;
     const int lane = threadIdx.x % WARP_SIZE;
 
-    const int8_t * values = turbo_cuda_cb<bits>::values();
-    const float m0 = __fmul_rn(turbo_cuda_scale(x->mse.s, 0), (float) values[turbo_cuda_idx<bits>(&x->mse, 0, lane)]);
-    const float m1 = __fmul_rn(turbo_cuda_scale(x->mse.s, 1), (float) values[turbo_cuda_idx<bits>(&x->mse, 1, lane)]);
+    const float m0 = turbo_cuda_value<bits>(&x->mse, 0, lane);
+    const float m1 = turbo_cuda_value<bits>(&x->mse, 1, lane);
 
     // w = D2 Hu D3 Hu s: the transpose of the projection, exact on +-1 inputs
     float w0 = turbo_cuda_bit(x->qr, lane)             ? -1.0f : 1.0f;

@@ -203,15 +203,20 @@ static __device__ __forceinline__ int turbo_cuda_lookup4(const uint32_t idx4) {
     }
 }
 
+// value i (0..31) of sub-block j (FORMAT.md dequantization: d_j * codebook entry)
+template <int bits>
+static __device__ __forceinline__ float turbo_cuda_value(const turbo_cuda_stage_block<bits> * x, const int j, const int i) {
+    return __fmul_rn(turbo_cuda_scale(x->s, j), (float) turbo_cuda_cb<bits>::values()[turbo_cuda_idx<bits>(x, j, i)]);
+}
+
 // dequantize_kernel_t (qk = QK_TURBO, qr = QR_TURBO): v.x, v.y = value iqs of sub-blocks 0, 1
 template <ggml_type type>
 static __device__ __forceinline__ void dequantize_turbo(const void * vx, const int64_t ib, const int iqs, float2 & v) {
     static_assert(!turbo_cuda_traits<type>::qjl, "a _qjl value needs its whole block: turbo-warp.cuh");
     constexpr int bits = turbo_cuda_traits<type>::bits;
     const turbo_cuda_block<type> * x = (const turbo_cuda_block<type> *) vx + ib;
-    const int8_t * values = turbo_cuda_cb<bits>::values();
-    v.x = turbo_cuda_scale(x->s, 0) * (float) values[turbo_cuda_idx<bits>(x, 0, iqs)];
-    v.y = turbo_cuda_scale(x->s, 1) * (float) values[turbo_cuda_idx<bits>(x, 1, iqs)];
+    v.x = turbo_cuda_value<bits>(x, 0, iqs);
+    v.y = turbo_cuda_value<bits>(x, 1, iqs);
 }
 
 // convert.cu: one switch case per turbo type, `fn` being a converter template over
