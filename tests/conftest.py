@@ -2,16 +2,20 @@
 `ggml_cpu`: its libggml-base and libggml-cpu through ctypes; `patched_tree`: the sources
 of that build (read-only: tests that write into a tree make their own); `model`, `text`:
 SmolLM2-135M and WikiText-2, the real model and text of the end-to-end tests;
-`base_logits`: the f16 cache's logits of that text, at the using module's CTX x CHUNKS."""
+`base_logits`: the f16 cache's logits of that text, at the using module's CTX x CHUNKS;
+`llama_program`: a C program of tests/c/ built against that build's libllama."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tqllama import assets
-from tqllama.build import Manifest, build
+from tqllama.build import Manifest, backend_dir, build
 from tqllama.ggmllib import GgmlBase, GgmlCpu
 from tqllama.patching import make_tree
 from tqllama.source import fetch
@@ -70,3 +74,30 @@ def base_logits(built_tools: Manifest, model: Path, text: Path, request: pytest.
     perplexity(built_tools.binaries["llama-perplexity"], "-m", str(model), "-f", str(text),
                "-c", str(ctx), "--chunks", str(chunks), "--kl-divergence-base", str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def llama_program(built_tools: Manifest, tmp_path_factory: pytest.TempPathFactory,
+                  ) -> Callable[[str], Path]:
+    """tests/c/NAME.c compiled and linked against the built libllama: NAME -> executable."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    src = backend_dir("cpu") / "src"
+    lib_dir = Path(built_tools.libraries["libggml-base.so"]).parent
+    out = tmp_path_factory.mktemp("c")
+
+    def compile_program(name: str) -> Path:
+        exe = out / name
+        if not exe.exists():
+            subprocess.run(
+                [cc, "-O2", "-std=gnu11", "-I", str(src / "include"),
+                 "-I", str(src / "ggml" / "include"),
+                 str(Path(__file__).parent / "c" / f"{name}.c"),
+                 "-L", str(lib_dir), "-lllama", "-lggml", "-lggml-base", "-lm",
+                 f"-Wl,-rpath,{lib_dir}", "-o", str(exe)],
+                check=True, capture_output=True, text=True,
+            )
+        return exe
+
+    return compile_program

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -279,3 +280,25 @@ def test_removed_cmake_arg_stops_applying(fake: tuple[Path, Glue]) -> None:
     assert "-extra answer" in run(with_arg.binaries["llama-cli"])
     without = build(src=src, glue=glue)
     assert "-extra" not in run(without.binaries["llama-cli"])
+
+
+@pytest.mark.slow
+def test_a_packed_build_runs_from_anywhere(built_tools, tmp_path: Path) -> None:
+    """ci/pack-build.sh (the CPU build here; a CUDA build goes the same way to a GPU machine
+    with no network): the unpacked tools find their libraries beside themselves, not in the
+    build directory they were linked in."""
+    repo = Path(__file__).parent.parent
+    tools = Path(built_tools.binaries["llama-cli"]).parent
+    env = {**os.environ, "BACKEND": "cpu", "TQLLAMA": str(Path(sys.executable).parent / "tqllama")}
+    subprocess.run([str(repo / "ci" / "pack-build.sh"), str(tmp_path / "pack.tar.xz")],
+                   check=True, capture_output=True, text=True, env=env, timeout=600)
+    subprocess.run(["tar", "-xJf", str(tmp_path / "pack.tar.xz"), "-C", str(tmp_path)], check=True)
+    unpacked = tmp_path / "tqllama-cpu"
+    ldd = subprocess.run(["ldd", str(unpacked / "llama-perplexity")], capture_output=True,
+                         text=True, check=True).stdout
+    ours = [line for line in ldd.splitlines() if "ggml" in line or "llama" in line]
+    assert ours and all(str(unpacked) in line for line in ours), ldd
+    assert str(tools) not in ldd
+    run = subprocess.run([str(unpacked / "llama-cli"), "--version"], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0 and "version" in run.stdout + run.stderr

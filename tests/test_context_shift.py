@@ -9,33 +9,17 @@ same kind, in 3 windows of the text (about 2 minutes on 2 cores).
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from tqllama import assets
-from tqllama.build import backend_dir
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).parent
 
-
-def test_shift_costs_turbo4_what_it_costs_q8_0(built_tools, tmp_path: Path) -> None:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    src = backend_dir("cpu") / "src"
-    lib_dir = Path(built_tools.libraries["libggml-base.so"]).parent
-    exe = tmp_path / "context_shift"
-    subprocess.run(
-        [cc, "-O2", "-std=gnu11", "-I", str(src / "include"), "-I", str(src / "ggml" / "include"),
-         str(HERE / "c" / "context_shift.c"), "-L", str(lib_dir), "-lllama", "-lggml",
-         "-lggml-base", "-lm", f"-Wl,-rpath,{lib_dir}", "-o", str(exe)],
-        check=True, capture_output=True, text=True,
-    )
+def test_shift_costs_turbo4_what_it_costs_q8_0(llama_program) -> None:
+    exe = llama_program("context_shift")
     model = assets.fetch_model("smollm2-135m")
     run = subprocess.run([str(exe), str(model), str(assets.resolve_text(None)), "q8_0", "turbo4"],
                          capture_output=True, text=True, timeout=1200)

@@ -16,7 +16,6 @@ section has the measured time.
 
 from __future__ import annotations
 
-import ctypes.util
 import re
 import subprocess
 from pathlib import Path
@@ -105,12 +104,12 @@ def test_hooked_upstream_sources_compile(tree: Path, name: str, tmp_path: Path) 
 
 
 def test_cuda_build_configures(tree: Path, tmp_path: Path) -> None:
-    """`tqllama build --backend cuda`'s cmake arguments configure the tree: cuBLAS found
-    (from the wheel where the toolkit lacks it), and the 36 turbo vec instances (21 plain
-    pairs, 15 with a _qjl key) and turbo.cu in the build by default."""
+    """`tqllama build --backend cuda`'s cmake arguments configure the tree as they are: cuBLAS
+    found (from the wheel where the toolkit lacks it), the driver library or, on a machine
+    without a GPU driver (this one), GGML_CUDA_NO_VMM, and the 36 turbo vec instances (21
+    plain pairs, 15 with a _qjl key) and turbo.cu in the build by default."""
     args = build_mod.cmake_config_args("cuda", False)
-    if ctypes.util.find_library("cuda") is None:  # no GPU driver: no CUDA::cuda_driver to link
-        args.append("-DGGML_CUDA_NO_VMM=ON")
+    assert ("-DGGML_CUDA_NO_VMM=ON" in args) == (not build_mod.cuda_driver_found())
     proc = subprocess.run(["cmake", "-S", str(tree), "-B", str(tmp_path / "build"), *args],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

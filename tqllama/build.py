@@ -13,12 +13,14 @@ if it is there and its key matches, the binaries are what the inputs say.
 
 from __future__ import annotations
 
+import ctypes.util
 import fcntl
 import filecmp
 import hashlib
 import importlib.util
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -116,6 +118,13 @@ def binary_path(name: str, backend: str = "cpu") -> Path:
     return path
 
 
+# Upstream's AMX matrix kernels (model weights only) die with SIGILL on CPUs that have AMX:
+# their tile configuration is built on the stack and the compiler drops the stores
+# (ggml-org/llama.cpp#26954). A native build takes them from -march=native; an explicit
+# -mno-* flag wins over -march in GCC and Clang, whatever the order.
+_NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
+
 def cmake_config_args(backend: str, tests: bool, cmake_args: Sequence[str] = (),
                       cuda_arch: str | None = None) -> list[str]:
     """The configure options that define a build (the build number and commit aside)."""
@@ -132,12 +141,19 @@ def cmake_config_args(backend: str, tests: bool, cmake_args: Sequence[str] = (),
         "-DLLAMA_USE_PREBUILT_UI=OFF",  # the default downloads the server's web UI
         "-DLLAMA_CURL=OFF",
         "-DLLAMA_OPENSSL=OFF",
+        # tools find their libraries beside themselves ($ORIGIN), so a build directory
+        # copied to another machine (a GPU machine is often not the build machine) runs
+        "-DCMAKE_BUILD_RPATH_USE_ORIGIN=ON",
     ]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        args += [f"-DCMAKE_C_FLAGS={_NO_AMX}", f"-DCMAKE_CXX_FLAGS={_NO_AMX}"]
     if backend == "cpu":
         args += ["-DGGML_CUDA=OFF", "-DGGML_METAL=OFF"]
     elif backend == "cuda":
         args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch or DEFAULT_CUDA_ARCH}",
                  *_cublas_cmake_args()]
+        if not cuda_driver_found():
+            args.append("-DGGML_CUDA_NO_VMM=ON")
     else:
         args += ["-DGGML_METAL=ON"]
     return args + list(cmake_args)
@@ -164,6 +180,24 @@ def cublas_dirs() -> tuple[Path, Path | None] | None:
             if any(lib.glob("libcublas.so*")):
                 return header.parent, lib
     return None
+
+
+def cuda_driver_found() -> bool:
+    """Whether CMake can link the CUDA driver library (libcuda, or the toolkit's stub of it).
+
+    ggml-cuda links it for its virtual-memory pool (VMM). A build machine with the toolkit
+    but no GPU driver (CI, this project's build boxes) may have neither: there the build
+    uses GGML_CUDA_NO_VMM=ON, which needs only the runtime, and its tools run on any GPU
+    machine (with the ordinary memory pool).
+    """
+    if ctypes.util.find_library("cuda"):
+        return True
+    nvcc = _find_nvcc()
+    if nvcc is None:
+        return False
+    root = Path(nvcc).resolve().parent.parent
+    stubs = [root / "lib64" / "stubs", root / "lib" / "stubs", *root.glob("targets/*/lib/stubs")]
+    return any((d / "libcuda.so").is_file() for d in stubs)
 
 
 def _cublas_cmake_args() -> list[str]:

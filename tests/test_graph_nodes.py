@@ -1,0 +1,84 @@
+"""What a turbo cache adds to llama.cpp's compute graph, held to one node per layer and tensor.
+
+On a GPU every node that is not a view is at least one kernel launch, and a decode step of
+a small model is mostly launches: each node a cache type adds per layer costs every token.
+Upstream's rotated q8_0 adds 12 nodes per layer over f16 (Q, K, V and the attention output
+each reshaped, multiplied by the Hadamard matrix, reshaped back). The turbo rotation
+R = D H D is the same single multiplication (GGML_HINT_SRC0_IS_SIGNED_HADAMARD: the signs
+ride in the matrix), and key centring is one subtraction per layer, so a turbo K costs one
+node per layer over q8_0 and a turbo V none. Only the ubatch that sets the key centre (the
+first one of at least 32 tokens written into an empty cache) computes the mean as well: 6
+more nodes per layer, once per filling of the cache.
+
+tests/c/graph_nodes.c counts the nodes of real graphs (eval callback) and the graphs reused,
+for prompt ubatches and single-token decodes. Measured on SmolLM2 (30 layers): decode
+f16 936, q8_0 1296, turbo4/turbo4 1326, q8_0/turbo4 1296; the first prompt of turbo4 1506.
+Before this design (357c062) llama-perplexity reported 1356 nodes for q8_0 and 2196 for
+turbo4 (+28 per layer).
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+N_LAYER = 30  # SmolLM2-135M
+TURBO = ("turbo2", "turbo3", "turbo4", "turbo2_qjl", "turbo3_qjl", "turbo4_qjl")
+PAIRS = ("f16/f16", "q8_0/q8_0", "q4_0/q4_0", "turbo4/turbo4", "q8_0/turbo4", "turbo4/turbo3",
+         "turbo4_qjl/q8_0", "turbo4/turbo4@b2")
+ESTIMATE_NODES = 6  # per layer: permute, cont, mean, reshape, mask multiply, copy to the centre
+
+
+@pytest.fixture(scope="module")
+def graphs(llama_program, model) -> dict[str, dict[str, int]]:
+    run = subprocess.run([str(llama_program("graph_nodes")), str(model), *PAIRS],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = {}
+    for line in run.stdout.splitlines():
+        pair, first, prompt, decode, reused = line.split()
+        rows[pair] = {"first": int(first), "prompt": int(prompt), "decode": int(decode),
+                      "reused": int(reused)}
+    assert set(rows) == set(PAIRS), run.stdout
+    return rows
+
+
+def _turbo_layers(pair: str) -> tuple[int, int]:
+    """Layers with a turbo K, layers with a turbo V (K/V@bN: N q8_0 layers at each end)."""
+    types, _, boundary = pair.partition("@b")
+    k, v = types.split("/")
+    n = N_LAYER - 2 * int(boundary or 0)
+    return n * (k in TURBO), n * (v in TURBO)
+
+
+@pytest.mark.parametrize("pair", [p for p in PAIRS if _turbo_layers(p) != (0, 0)])
+@pytest.mark.parametrize("graph", ["prompt", "decode"])
+def test_turbo_costs_one_node_per_layer_and_tensor_over_q8_0(graphs, pair: str,
+                                                             graph: str) -> None:
+    k_layers, v_layers = _turbo_layers(pair)
+    base = graphs["q8_0/q8_0"][graph]
+    assert graphs[pair][graph] <= base + k_layers + v_layers
+    # exactly: the centring subtraction of a turbo K; a turbo V costs nothing
+    assert graphs[pair][graph] == base + k_layers
+
+
+def test_q8_0_is_upstreams_rotation_over_f16(graphs) -> None:
+    # Q, K, V and the output: reshape, multiply, reshape each
+    assert graphs["q8_0/q8_0"]["decode"] == graphs["f16/f16"]["decode"] + 12 * N_LAYER
+    assert graphs["q4_0/q4_0"] == graphs["q8_0/q8_0"]
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_only_the_ubatch_that_sets_the_key_centre_is_larger(graphs, pair: str) -> None:
+    k_layers, _ = _turbo_layers(pair)
+    row = graphs[pair]
+    assert row["first"] == row["prompt"] + ESTIMATE_NODES * k_layers
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_decode_graphs_are_reused_as_for_q8_0(graphs, pair: str) -> None:
+    # after the first decode every step reuses its graph (what lets CUDA graphs replay it)
+    assert graphs[pair]["reused"] == graphs["q8_0/q8_0"]["reused"] == 7

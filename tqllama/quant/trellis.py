@@ -1,0 +1,277 @@
+"""turbo2t/turbo3t: trellis-coded turbo blocks (issue 17), the NumPy reference.
+
+DESIGN NOTE (placeholder, filled in below once measured)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tqllama.errors import TqError
+from tqllama.quant import tables
+from tqllama.quant.turbo import sanitize
+
+QK = 64  # values per block
+SCALE_BITS = 10  # the scale code: bits 0..9 of the block
+KMAX = (1 << SCALE_BITS) - 1  # largest scale code (0 = zero block)
+SCALE_BIAS = 32  # d(k) = M[k & 15] * 2^((k >> 4) - SCALE_BIAS)
+UNIT_LOG2 = 5  # the reference scale maps the block's RMS to 2^UNIT_LOG2 table units
+CHUNK = 2048  # blocks per vectorized pass (bounds the working memory to tens of MB)
+
+F32 = np.float32
+_M = tables.scale_mant()
+_M17 = np.append(_M, F32(2.0))
+
+
+@dataclass(frozen=True)
+class TrellisType:
+    """One trellis block type: L-bit states, k bits per value, int8 table T.
+
+    The reconstruction of state s (L bits) is c(s) = T[s] (`signed` False), or with
+    `signed` c(s) = T[s >> 1] for even s and -T[s >> 1] for odd s: bit 0, the oldest bit
+    of the window, is then a sign. Either way T has 256 entries.
+    """
+
+    name: str
+    k: int  # bits per value (and per trellis step)
+    L: int  # state bits: the window of the bitstream one value decodes from
+    signed: bool  # bit 0 of the state is a sign
+    table: tuple[int, ...]  # 2^(L - signed) int8 values in [-127, 127]
+    search: tuple[int, ...]  # scale-code offsets tried, in this order
+
+    @property
+    def prefix_bits(self) -> int:
+        return self.L - self.k
+
+    @property
+    def payload_bits(self) -> int:
+        return self.k * QK
+
+    @property
+    def block_bytes(self) -> int:
+        return (SCALE_BITS + self.prefix_bits + self.payload_bits) // 8
+
+
+# ---- the trained tables ---------------------------------------------------------------
+
+TABLE_2T: tuple[int, ...] = tuple(range(-128, 128))[1:] + (0,)  # placeholder
+TABLE_3T: tuple[int, ...] = tuple(range(-128, 128))[1:] + (0,)
+
+TYPES: dict[str, TrellisType] = {
+    "turbo2t": TrellisType("turbo2t", 2, 8, False, TABLE_2T, (-13, -10, -7)),
+    "turbo3t": TrellisType("turbo3t", 3, 9, True, TABLE_3T, (-13, -10, -7)),
+}
+BITS_TO_NAME = {2: "turbo2t", 3: "turbo3t"}
+
+
+# ---- the scale -------------------------------------------------------------------------
+
+
+def scale_from_code(k: np.ndarray) -> np.ndarray:
+    """d(k) = ldexp(M[k & 15], (k >> 4) - SCALE_BIAS) as float32, and d(0) = 0."""
+    k = np.asarray(k, dtype=np.int32)
+    d = np.ldexp(_M[k & 15], (k >> 4) - SCALE_BIAS).astype(F32)
+    return np.where(k == 0, F32(0), d)
+
+
+def reference_code(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest scale code whose d is at least RMS(x) / 2^UNIT_LOG2, per block.
+
+    x: (n, 64) sanitized float32. Returns (k_ref, amax). The RMS is taken of the block
+    scaled by an exact power of two (amax -> [0.5, 1)), so nothing under- or overflows:
+    y_i = ldexp(x_i, -e_a), ss = sum of y_i * y_i in index order, r = sqrt(ss / 64).
+    """
+    amax = np.abs(x).max(axis=1)
+    _, ea = np.frexp(amax)
+    y = np.ldexp(x, -ea[:, None]).astype(F32)
+    y2 = y * y
+    ss = np.zeros(len(x), dtype=F32)
+    for i in range(QK):  # sequential, in index order
+        ss = ss + y2[:, i]
+    r = np.sqrt(ss / F32(QK))
+    mr, er = np.frexp(r)
+    u = mr * F32(2)
+    i = np.searchsorted(_M17, u, side="left")  # smallest i with M[i] >= u (M[16] := 2)
+    k = 16 * (er.astype(np.int32) + ea.astype(np.int32) - 1 - UNIT_LOG2 + SCALE_BIAS)
+    k = k + i.astype(np.int32)
+    k = np.where(amax == 0, 1, k)  # (a zero block; its code is replaced by 0 later)
+    return np.clip(k, 1, KMAX), amax
+
+
+# ---- the trellis -----------------------------------------------------------------------
+
+
+def code_values(table: np.ndarray | tuple[float, ...], L: int, signed: bool) -> np.ndarray:
+    """c(s) for every L-bit state as float32: T[s], or T[s >> 1] negated for odd s."""
+    t = np.asarray(table, dtype=F32)
+    n = 1 << (L - int(signed))
+    if len(t) != n:
+        raise TqError(f"this trellis table needs {n} entries, not {len(t)}")
+    if not signed:
+        return t.copy()
+    s = np.arange(1 << L)
+    return np.where(s & 1, -t[s >> 1], t[s >> 1]).astype(F32)
+
+
+def viterbi(x: np.ndarray, dc: np.ndarray, L: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The minimum-error state path through the trellis, for each block.
+
+    x: (n, T) float32 values; dc: (n, 2^L) float32 reconstruction d * c(s) per state.
+    Returns (err (n,) float32: the path's sum of squared errors accumulated in index
+    order, states (n, T) int32). State s_t's low L-k bits are s_{t-1} >> k; ties keep the
+    smallest predecessor state and the smallest final state (FORMAT-TRELLIS.md).
+    """
+    n, T = x.shape
+    K = 1 << k
+    M = 1 << (L - k)
+    e = x[:, 0, None] - dc
+    D = e * e  # every state may start the path: the prefix bits are stored
+    bp = np.empty((T, n, M), dtype=np.uint8)
+    rows = np.arange(n)[:, None]
+    mids = np.arange(M)[None, :]
+    for t in range(1, T):
+        Dr = D.reshape(n, M, K)  # Dr[:, m, a] = D[m * K + a]: the K predecessors of m
+        a = Dr.argmin(axis=2)  # the first (smallest a) of equal minima
+        best = Dr[rows, mids, a]
+        bp[t] = a
+        e = x[:, t, None] - dc
+        D = e * e
+        D.reshape(n, K, M)[:] += best[:, None, :]  # D[b * M + m] = best[m] + e * e
+    s = D.argmin(axis=1)
+    ar = np.arange(n)
+    err = D[ar, s]
+    st = np.empty((n, T), dtype=np.int32)
+    st[:, T - 1] = s
+    for t in range(T - 1, 0, -1):
+        m = s & (M - 1)
+        s = (m << k) | bp[t][ar, m]
+        st[:, t - 1] = s
+    return err, st
+
+
+def encode_blocks(
+    x: np.ndarray, cf: np.ndarray, tt: TrellisType
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, 64) sanitized float32 -> (scale codes (n,), states (n, 64), path errors (n,))."""
+    n = len(x)
+    codes = np.zeros(n, dtype=np.int32)
+    states = np.zeros((n, QK), dtype=np.int32)
+    errs = np.zeros(n, dtype=F32)
+    for lo in range(0, n, CHUNK):
+        xb = x[lo : lo + CHUNK]
+        k_ref, amax = reference_code(xb)
+        best_err = np.full(len(xb), np.inf, dtype=F32)
+        best_k = np.zeros(len(xb), dtype=np.int32)
+        best_st = np.zeros((len(xb), QK), dtype=np.int32)
+        for delta in tt.search:
+            kk = np.clip(k_ref + delta, 1, KMAX)
+            d = scale_from_code(kk)
+            err, st = viterbi(xb, d[:, None] * cf[None, :], tt.L, tt.k)
+            better = err < best_err  # strict: the first candidate wins ties
+            best_err = np.where(better, err, best_err)
+            best_k = np.where(better, kk, best_k)
+            best_st = np.where(better[:, None], st, best_st)
+        zero = amax == 0
+        codes[lo : lo + CHUNK] = np.where(zero, 0, best_k)
+        states[lo : lo + CHUNK] = np.where(zero[:, None], 0, best_st)
+        errs[lo : lo + CHUNK] = np.where(zero, F32(0), best_err)
+    return codes, states, errs
+
+
+# ---- the bitstream ---------------------------------------------------------------------
+
+
+def pack_blocks(codes: np.ndarray, states: np.ndarray, tt: TrellisType) -> np.ndarray:
+    """Scale codes and state paths -> (n, block_bytes) uint8 (little-endian bit string:
+    bits 0..9 the scale code, then the L-k prefix bits = s_0's low bits, then k bits
+    s_t >> (L-k) per value t)."""
+    n = len(codes)
+    nbits = 8 * tt.block_bytes
+    bits = np.zeros((n, nbits), dtype=np.uint8)
+    j = np.arange(SCALE_BITS)
+    bits[:, :SCALE_BITS] = (codes[:, None] >> j) & 1
+    p = np.arange(tt.prefix_bits)
+    bits[:, SCALE_BITS : SCALE_BITS + tt.prefix_bits] = (states[:, :1] >> p) & 1
+    new = states >> tt.prefix_bits  # (n, 64): the k new bits of each step
+    b = (new[:, :, None] >> np.arange(tt.k)) & 1
+    bits[:, SCALE_BITS + tt.prefix_bits :] = b.reshape(n, -1)
+    return np.packbits(bits, axis=1, bitorder="little")
+
+
+def unpack_blocks(raw: np.ndarray, tt: TrellisType) -> tuple[np.ndarray, np.ndarray]:
+    """(n, block_bytes) uint8 -> (scale codes (n,), states (n, 64)): s_t is the L bits of
+    the block starting at bit SCALE_BITS + k t."""
+    bits = np.unpackbits(raw, axis=1, bitorder="little").astype(np.int32)
+    codes = (bits[:, :SCALE_BITS] << np.arange(SCALE_BITS)).sum(axis=1)
+    pos = SCALE_BITS + tt.k * np.arange(QK)[:, None] + np.arange(tt.L)[None, :]
+    states = (bits[:, pos] << np.arange(tt.L)).sum(axis=2)
+    return codes.astype(np.int32), states.astype(np.int32)
+
+
+# ---- the quantizer ---------------------------------------------------------------------
+
+
+class TrellisQuant:
+    """turbo2t / turbo3t blocks: `quantize` gives the block bytes, `dequantize` the floats.
+
+    `table` replaces the committed table (training only); float values are allowed there.
+    """
+
+    def __init__(self, bits: int | str, table: np.ndarray | None = None,
+                 search: tuple[int, ...] | None = None) -> None:
+        name = bits if isinstance(bits, str) else BITS_TO_NAME.get(bits, "")
+        if name not in TYPES:
+            raise TqError(f"no trellis type {bits!r} (have {sorted(TYPES)})")
+        tt = TYPES[name]
+        if table is not None or search is not None:
+            tt = TrellisType(
+                tt.name,
+                tt.k,
+                tt.L,
+                tt.signed,
+                tuple(table) if table is not None else tt.table,
+                tuple(search) if search is not None else tt.search,
+            )
+        self.type = tt
+        self.name = tt.name
+        self.bits = tt.k
+        self.cf = code_values(tt.table, tt.L, tt.signed)
+        self.block_bytes = tt.block_bytes
+        self.bits_per_value = 8 * self.block_bytes / QK
+
+    def quantize_blocks(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 64) float32 -> (scale codes (n,), states (n, 64))."""
+        x = sanitize(np.asarray(x, dtype=F32).reshape(-1, QK))
+        codes, states, _ = encode_blocks(x, self.cf, self.type)
+        return codes, states
+
+    def values(self, codes: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """d(code) * c(s_t) for every value: (n, 64) float32."""
+        return scale_from_code(codes)[:, None] * self.cf[states]
+
+    def quantize(self, rows: np.ndarray) -> bytes:
+        """float32 rows whose length is a multiple of 64 -> the blocks, rows concatenated."""
+        x = np.asarray(rows, dtype=F32)
+        if x.shape[-1] % QK:
+            raise TqError(f"row length {x.shape[-1]} is not a multiple of {QK}")
+        codes, states = self.quantize_blocks(x.reshape(-1, QK))
+        return pack_blocks(codes, states, self.type).tobytes()
+
+    def decode_blocks(self, data: bytes, n_values: int) -> tuple[np.ndarray, np.ndarray]:
+        """Bytes -> (scale codes (n,), states (n, 64)); checks the length."""
+        if n_values % QK or len(data) != n_values // QK * self.block_bytes:
+            raise TqError(f"{len(data)} bytes do not hold {n_values} {self.name} values")
+        raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, self.block_bytes)
+        return unpack_blocks(raw, self.type)
+
+    def dequantize(self, data: bytes, n_values: int) -> np.ndarray:
+        codes, states = self.decode_blocks(data, n_values)
+        return self.values(codes, states).reshape(-1)
+
+    def roundtrip(self, rows: np.ndarray) -> np.ndarray:
+        """dequantize(quantize(rows)) with the shape of rows, skipping the byte packing."""
+        x = np.asarray(rows, dtype=F32)
+        codes, states = self.quantize_blocks(x.reshape(-1, QK))
+        return self.values(codes, states).reshape(x.shape)
