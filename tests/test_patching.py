@@ -1,4 +1,5 @@
-"""The overlay, the patch series (atomic, with named failures) and the export round trip."""
+"""The overlay, the patch series (atomic, with named failures, one patch per feature with a
+DEP-3 header) and the round trip through a patch tree of one commit per patch."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 from fake_llama import FILES, GGML_C, write_tree
 
 from tqllama.errors import TqError
-from tqllama.patching import Glue, area_of, check_patches, export_patches, make_tree
+from tqllama.patching import Glue, check_patches, export_patches, make_tree, split_header
+from tqllama.source import fetch
 
 
 def digest(tree: Path) -> str:
@@ -131,47 +133,67 @@ def test_check_reports_every_patch(pristine: Path, glue: Glue) -> None:
     assert "hunk #2 of tools/main.c" in reports[1].reason
 
 
-def test_areas() -> None:
-    assert area_of("ggml/include/ggml.h") == "0001-ggml-core"
-    assert area_of("ggml/src/ggml.c") == "0001-ggml-core"
-    assert area_of("ggml/src/CMakeLists.txt") == "0001-ggml-core"
-    assert area_of("ggml/src/ggml-cpu/ops.cpp") == "0002-ggml-cpu"
-    assert area_of("src/llama-kv-cache.cpp") == "0003-llama"
-    assert area_of("common/arg.cpp") == "0004-tools"
-    assert area_of("tools/llama-bench/llama-bench.cpp") == "0004-tools"
-    assert area_of("tests/test-backend-ops.cpp") == "0005-tests"
-    assert area_of("ggml/src/ggml-cuda/fattn.cu") == "0006-cuda"
-    assert area_of("ggml/CMakeLists.txt") == "0006-cuda"
-    assert area_of("ggml/src/ggml-metal/ggml-metal.m") == "0007-metal"
-    assert area_of("gguf-py/gguf/constants.py") == "0099-other"
-    assert area_of("ggml/src/ggml-vulkan/ggml-vulkan.cpp") == "0099-other"
+HEADER = "Description: the answer is 43\n what the patch is for\nForwarded: no\n---\n"
+
+
+def git(tree: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tree,
+                          check=True, capture_output=True, text=True).stdout
+
+
+def test_patch_tree_is_one_commit_per_patch(pristine: Path, glue: Glue, tmp_path: Path) -> None:
+    write_series(glue, {
+        "0001-answer.patch": HEADER + unified_diff(pristine, "ggml/src/ggml.c", ANSWER_43),
+        "0002-main.patch": unified_diff(pristine, "tools/main.c", MAIN_WITH_TWO_HUNKS),
+    })
+    work = tmp_path / "work"
+    make_tree(pristine, work, glue, git_repo=True)
+    log = git(work, "log", "--format=%s", "--reverse").splitlines()
+    assert log[1:] == ["0001-answer", "0002-main"]
+    assert git(work, "log", "-1", "--format=%b", "HEAD~1").startswith("Description: the answer")
+    assert git(work, "show", "--name-only", "--format=", "HEAD").split() == ["tools/main.c"]
+    assert git(work, "status", "--porcelain") == ""
 
 
 def test_export_round_trip(pristine: Path, glue: Glue, tmp_path: Path) -> None:
     (glue.ggml_src / "ggml/src/ggml-turbo.c").write_text("/* turbo v1 */\n")
-    write_series(glue, {"old-name.patch": unified_diff(pristine, "ggml/src/ggml.c", ANSWER_43)})
+    write_series(glue, {
+        "0001-answer.patch": HEADER + unified_diff(pristine, "ggml/src/ggml.c", ANSWER_43),
+        "old-name.patch": unified_diff(pristine, "include/llama.h", "/* llama.h */\n// x\n"),
+    })
     work = tmp_path / "work"
     make_tree(pristine, work, glue, git_repo=True)
     assert (work / "ggml/src/ggml.c").read_text() == ANSWER_43
 
-    # The maintainer edits the tree: upstream files in two areas, the overlay, a new file.
+    # The maintainer edits the first patch (a fixup squashed into its commit), drops the
+    # second, adds a patch of their own that touches the overlay and adds a file.
     (work / "ggml/src/ggml.c").write_text(ANSWER_43.replace("int a = 40;", "int a = 41;"))
+    git(work, "commit", "-qam", "fixup! 0001-answer")
+    git(work, "-c", "sequence.editor=sed -i -e 's/^pick \\(.*old-name\\)/drop \\1/'",
+        "rebase", "-q", "-i", "--autosquash", "HEAD~3")
     (work / "tools/main.c").write_text(MAIN_WITH_TWO_HUNKS)
     (work / "ggml/src/ggml-turbo.c").write_text("/* turbo v2 */\n")
     (work / "ggml/src/ggml-turbo-new.c").write_text("/* new */\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "0002 main: exit codes")
     (work / "build").mkdir()
     (work / "build/junk.o").write_text("ignored by llama.cpp's .gitignore")
     report = export_patches(work, glue)
 
-    assert report.patches == {"0001-ggml-core.patch": ["ggml/src/ggml.c"],
-                              "0004-tools.patch": ["tools/main.c"]}
+    assert report.patches == {"0001-answer.patch": ["ggml/src/ggml.c"],
+                              "0002-main-exit-codes.patch": ["tools/main.c"]}
     assert report.ggml_src_written == ["ggml/src/ggml-turbo-new.c", "ggml/src/ggml-turbo.c"]
     assert report.patches_removed == ["old-name.patch"]
     assert sorted(p.name for p in glue.patches.iterdir()) == [
-        "0001-ggml-core.patch", "0004-tools.patch", "series"]
-    core = (glue.patches / "0001-ggml-core.patch").read_text()
-    assert core.startswith("diff --git a/ggml/src/ggml.c b/ggml/src/ggml.c\n--- a/")
-    assert "\nindex " not in core
+        "0001-answer.patch", "0002-main-exit-codes.patch", "series"]
+    answer = (glue.patches / "0001-answer.patch").read_text()
+    header, diff = split_header(answer)
+    assert answer.startswith(HEADER) and header + "---\n" == HEADER  # the header is kept
+    assert diff.startswith("diff --git a/ggml/src/ggml.c b/ggml/src/ggml.c\n--- a/")
+    assert "int a = 41;" in diff and "\nindex " not in answer
+    # a commit without a header gets one: its subject, not forwarded
+    assert (glue.patches / "0002-main-exit-codes.patch").read_text().startswith(
+        "Description: 0002 main: exit codes\nForwarded: no\n---\ndiff --git a/tools/main.c")
 
     # The exported glue rebuilds exactly the edited tree from the pristine one...
     rebuilt = tmp_path / "rebuilt"
@@ -185,6 +207,58 @@ def test_export_round_trip(pristine: Path, glue: Glue, tmp_path: Path) -> None:
     assert again.patches == report.patches and not again.patches_removed
 
 
+def test_export_refuses_uncommitted_edits(pristine: Path, glue: Glue, tmp_path: Path) -> None:
+    write_series(glue, {"0001-answer.patch": HEADER + unified_diff(pristine, "ggml/src/ggml.c",
+                                                                   ANSWER_43)})
+    work = tmp_path / "work"
+    make_tree(pristine, work, glue, git_repo=True)
+    (work / "tools/main.c").write_text(MAIN_WITH_TWO_HUNKS)
+    before = {p.name: p.read_bytes() for p in glue.patches.iterdir()}
+    with pytest.raises(TqError, match=r"uncommitted changes: commit each into the patch") as err:
+        export_patches(work, glue)
+    assert "\n" not in str(err.value)
+    assert {p.name: p.read_bytes() for p in glue.patches.iterdir()} == before
+
+
 def test_export_refuses_a_tree_it_did_not_make(pristine: Path, glue: Glue) -> None:
     with pytest.raises(TqError, match="was not made by `tqllama patch tree`"):
         export_patches(pristine, glue)
+
+
+def test_the_series_is_cut_by_feature() -> None:
+    """Every patch of patches/ says what it is for (DEP-3: Description, Forwarded), depends
+    only on patches before it, and stays reviewable (at most 500 lines)."""
+    glue = Glue.default()
+    names = glue.series_names()
+    assert len(names) >= 10
+    for i, patch in enumerate(glue.series()):
+        text = patch.read_text()
+        header, diff = split_header(text)
+        fields = dict(re.findall(r"^([A-Za-z-]+): (.*)$", header, re.MULTILINE))
+        assert fields.get("Description"), patch.name
+        assert fields.get("Forwarded") == "no", patch.name
+        for dep in filter(None, (d.strip() for d in fields.get("Depends-On", "").split(","))):
+            assert f"{dep}.patch" in names[:i], f"{patch.name} depends on {dep}, not before it"
+        assert diff.startswith("diff --git "), patch.name
+        assert len(text.splitlines()) <= 500, f"{patch.name}: {len(text.splitlines())} lines"
+
+
+@pytest.mark.slow
+def test_real_series_round_trip(tmp_path: Path) -> None:
+    """On the pinned llama.cpp: the patch tree of patches/ exported unedited reproduces
+    patches/ and ggml-src/ byte for byte (each patch applied in order on the way)."""
+    real = Glue.default()
+    copy = Glue(tmp_path / "ggml-src", tmp_path / "patches")
+    shutil.copytree(real.ggml_src, copy.ggml_src)
+    shutil.copytree(real.patches, copy.patches)
+    tree = tmp_path / "tree"
+    make_tree(fetch(), tree, copy, git_repo=True)
+    assert git(tree, "log", "--format=%s", "--reverse").splitlines()[1:] == [
+        n.removesuffix(".patch") for n in real.series_names()]
+    export_patches(tree, copy)
+    for glue_dir, copy_dir in ((real.patches, copy.patches), (real.ggml_src, copy.ggml_src)):
+        files = sorted(p.relative_to(glue_dir) for p in glue_dir.rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(copy_dir) for p in copy_dir.rglob("*")
+                               if p.is_file())
+        for rel in files:
+            assert (glue_dir / rel).read_bytes() == (copy_dir / rel).read_bytes(), rel

@@ -11,6 +11,13 @@ repository. It reports a failure as `patch failed: FILE:LINE`, which names the h
 
 Every tree is built in a staging directory beside its destination and renamed into place
 only when complete, so a failure never leaves a half-patched tree behind.
+
+The series is cut by feature, as quilt and gbp-pq keep one: each patch is one change a
+maintainer can review, rebase and upstream on its own, and begins with a DEP-3 header
+(Description, Depends-On, Forwarded) that `git apply` skips. `tqllama patch tree` turns
+the series into one git commit per patch, so that editing a feature is editing its commit
+(`git commit --fixup`, `git rebase -i --autosquash`); `tqllama patch export` writes each
+commit back as its patch, byte for byte what it was when nothing changed.
 """
 
 from __future__ import annotations
@@ -23,30 +30,15 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 
 from tqllama import paths
 from tqllama.errors import TqError
 from tqllama.source import PIN, tree_files
 
-# One patch per area of the tree, first matching rule wins. A pattern ending in "/" is a
-# directory prefix; any other pattern is a glob whose "*" stays within one path component.
-AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("0001-ggml-core", ("ggml/include/", "ggml/src/*.c", "ggml/src/*.h", "ggml/src/*.cpp",
-                        "ggml/src/CMakeLists.txt")),
-    ("0002-ggml-cpu", ("ggml/src/ggml-cpu/",)),
-    ("0003-llama", ("src/", "include/")),
-    ("0004-tools", ("common/", "tools/")),
-    ("0005-tests", ("tests/",)),
-    ("0006-cuda", ("ggml/src/ggml-cuda/", "ggml/cmake/", "ggml/CMakeLists.txt")),
-    ("0007-metal", ("ggml/src/ggml-metal/",)),
-)
-OTHER_AREA = "0099-other"
-
 SERIES_HEADER = (
-    "# Applied in order after ggml-src/ is laid over the pinned tree.\n"
-    "# Written by `tqllama patch export`: one patch per area (AREAS in tqllama/patching.py).\n"
+    "# Applied in order after ggml-src/ is laid over the pinned tree: one patch per feature,\n"
+    "# each with a DEP-3 header. Written by `tqllama patch export` (tqllama/patching.py).\n"
 )
 
 # Written into the .git directory of a tree made by `tqllama patch tree`.
@@ -110,13 +102,26 @@ class ExportReport:
     patches_removed: list[str] = field(default_factory=list)
 
 
+def split_header(text: str) -> tuple[str, str]:
+    """A patch file -> (its DEP-3 header, without the closing `---` line; its diff)."""
+    start = text.find("diff --git ")
+    if start < 0:
+        return text, ""
+    return text[:start].removesuffix("---\n"), text[start:]
+
+
+def join_header(header: str, diff: str) -> str:
+    return f"{header}---\n{diff}" if header else diff
+
+
 def make_tree(pristine: Path, dest: Path, glue: Glue | None = None, *,
               git_repo: bool = False) -> None:
     """Build the patched tree at `dest`, replacing what is there only on success.
 
-    With `git_repo`, `dest` is also a git repository whose first commit is the pristine
-    tree plus the ggml-src overlay, with the patches left uncommitted: `git diff` there
-    shows exactly the glue, and `export_patches` turns an edited tree back into patches.
+    With `git_repo`, `dest` is also a git repository: its first commit is the pristine tree
+    plus the ggml-src overlay, then one commit per patch, its subject the patch's name and
+    its body the patch's header, so that `export_patches` turns the (edited) commits back
+    into the series.
     """
     glue = glue or Glue.default()
     series = glue.series()
@@ -138,6 +143,12 @@ def make_tree(pristine: Path, dest: Path, glue: Glue | None = None, *,
                 raise TqError(f"patch {patch.name} does not apply: {failure}; nothing was "
                               "changed. Update the patch for the pinned tree "
                               "(`tqllama patch check` reports every patch)")
+            if git_repo:
+                header, _ = split_header(patch.read_text())
+                _git(staging, "add", "-A", "-f", ".")
+                _git(staging, "commit", "-q", "--no-verify", "--allow-empty",
+                     "--cleanup=verbatim", "-m",
+                     f"{patch.name.removesuffix('.patch')}\n\n{header}")
         _replace_dir(staging, dest)
 
 
@@ -162,8 +173,9 @@ def check_patches(pristine: Path, glue: Glue | None = None) -> list[PatchReport]
 def export_patches(tree: Path, glue: Glue | None = None) -> ExportReport:
     """Rewrite patches/ and ggml-src/ from a tree made by `make_tree(git_repo=True)`.
 
-    New files and files of the overlay go (back) to ggml-src/; every other change becomes
-    a hunk in the patch of its area. Exporting an unchanged tree writes identical bytes.
+    Each commit after the base becomes one patch, named by its subject, its body the DEP-3
+    header, in commit order. New files and files of the overlay go (back) to ggml-src/ as
+    they are at HEAD. Exporting an unchanged tree writes identical bytes.
     """
     glue = glue or Glue.default()
     marker_path = tree / ".git" / _TREE_MARKER
@@ -172,40 +184,45 @@ def export_patches(tree: Path, glue: Glue | None = None) -> ExportReport:
                       "`tqllama patch tree DIR`, edit it there, then export it")
     marker = json.loads(marker_path.read_text())
     base, overlay = marker["base"], set(marker["overlay"])
-    old_series = glue.series_names()
+    if _git(tree, "status", "--porcelain").stdout.strip():
+        raise TqError(f"{tree} has uncommitted changes: commit each into the patch it belongs "
+                      f"to (`git commit --fixup=COMMIT`, then `git rebase -i --autosquash "
+                      f"{base[:12]}`) or as a new patch (`git commit -m NAME`), then export")
+    commits = _git(tree, "rev-list", "--reverse", f"{base}..HEAD").stdout.decode().split()
 
-    status = _git(tree, "diff", "--name-status", "--no-renames", "-z", base).stdout
-    fields = status.decode().split("\0")[:-1]  # "KIND\0PATH\0" pairs
-    changes = dict(zip(fields[1::2], fields[0::2], strict=True))  # path -> A/M/D/T
-    untracked = _git(tree, "ls-files", "--others", "--exclude-standard", "-z").stdout
-    for path in untracked.decode().split("\0"):
-        if path:
-            changes[path] = "A"
-
+    changes = _name_status(tree, base, "HEAD")  # path -> A/M/D/T over the whole series
+    to_src = {p for p, kind in changes.items() if p in overlay or kind == "A"}
     report = ExportReport()
-    by_area: dict[str, list[str]] = {}
-    for path, kind in sorted(changes.items()):
-        if path in overlay or kind == "A":
-            target = glue.ggml_src / path
-            if kind == "D":
-                target.unlink(missing_ok=True)
-                report.ggml_src_removed.append(path)
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(tree / path, target)
-                report.ggml_src_written.append(path)
+    for path in sorted(to_src):
+        target = glue.ggml_src / path
+        if changes[path] == "D":
+            target.unlink(missing_ok=True)
+            report.ggml_src_removed.append(path)
         else:
-            by_area.setdefault(area_of(path), []).append(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(tree / path, target)
+            report.ggml_src_written.append(path)
 
+    old_series = glue.series_names()
     glue.patches.mkdir(parents=True, exist_ok=True)
-    new_names = []
-    for area in sorted(by_area):
-        name = f"{area}.patch"
-        (glue.patches / name).write_bytes(_diff(tree, base, by_area[area]))
-        report.patches[name] = by_area[area]
+    new_names: list[str] = []
+    for commit in commits:
+        # the message exactly as committed (git log would add a newline)
+        raw = _git(tree, "cat-file", "commit", commit).stdout.decode()
+        subject, _, body = raw.partition("\n\n")[2].partition("\n\n")
+        files = sorted(p for p in _name_status(tree, f"{commit}^", commit) if p not in to_src)
+        if not files:
+            continue
+        name = f"{_slug(subject)}.patch"
+        if name in new_names:
+            raise TqError(f"two commits of {tree} are named {subject.strip()!r}: give each "
+                          "patch its own name (`git rebase -i`, reword)")
+        header = body if body.strip() else f"Description: {subject.strip()}\nForwarded: no\n"
+        diff = _diff(tree, f"{commit}^", commit, files).decode()
+        (glue.patches / name).write_bytes(join_header(header, diff).encode())
+        report.patches[name] = files
         new_names.append(name)
-    stale = set(old_series) | {f"{area}.patch" for area, _ in AREAS} | {f"{OTHER_AREA}.patch"}
-    for name in sorted(stale - set(new_names)):
+    for name in sorted(set(old_series) - set(new_names)):
         if (glue.patches / name).is_file():
             (glue.patches / name).unlink()
             report.patches_removed.append(name)
@@ -213,20 +230,20 @@ def export_patches(tree: Path, glue: Glue | None = None) -> ExportReport:
     return report
 
 
-def area_of(path: str) -> str:
-    parts = PurePosixPath(path).parts
-    for area, patterns in AREAS:
-        for pattern in patterns:
-            if pattern.endswith("/"):
-                if path.startswith(pattern):
-                    return area
-            else:
-                pattern_parts = PurePosixPath(pattern).parts
-                if len(parts) == len(pattern_parts) and all(
-                    fnmatchcase(p, q) for p, q in zip(parts, pattern_parts, strict=True)
-                ):
-                    return area
-    return OTHER_AREA
+def _name_status(tree: Path, old: str, new: str) -> dict[str, str]:
+    """path -> A/M/D/T between two commits."""
+    status = _git(tree, "diff", "--name-status", "--no-renames", "-z", old, new).stdout
+    fields = status.decode().split("\0")[:-1]  # "KIND\0PATH\0" pairs
+    return dict(zip(fields[1::2], fields[0::2], strict=True))
+
+
+def _slug(subject: str) -> str:
+    """A commit subject as a patch file name (what `tqllama patch tree` wrote is kept)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", subject.strip()).strip("-.")
+    if not slug:
+        raise TqError("a commit of the patch tree has an empty subject: the subject names "
+                      "its patch (`git rebase -i`, reword)")
+    return slug
 
 
 def _prepare(pristine: Path, staging: Path, glue: Glue) -> list[PurePosixPath]:
@@ -290,11 +307,11 @@ def _hunk_starts(patch: Path) -> dict[tuple[str, int], int]:
     return starts
 
 
-def _diff(tree: Path, base: str, files: Sequence[str]) -> bytes:
-    """`git diff` of `files` against `base`, without the `index` lines (they churn)."""
+def _diff(tree: Path, old: str, new: str, files: Sequence[str]) -> bytes:
+    """`git diff` of `files` between two commits, without the `index` lines (they churn)."""
     out = _git(tree, "diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames",
                "--src-prefix=a/", "--dst-prefix=b/", "-U3", "--diff-algorithm=myers",
-               base, "--", *files).stdout
+               old, new, "--", *files).stdout
     lines = []
     in_header = False
     for line in out.splitlines(keepends=True):

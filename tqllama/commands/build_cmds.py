@@ -54,14 +54,15 @@ def check(src: Path | None) -> None:
 @click.argument("directory", type=click.Path(path_type=Path))
 @_SRC
 def tree(directory: Path, src: Path | None) -> None:
-    """Make a patched tree in DIRECTORY to edit, as a git repo: `git diff` shows the glue."""
+    """Make a patched tree in DIRECTORY to edit: a git repo with one commit per patch."""
     if directory.exists() and any(directory.iterdir()):
         raise TqError(f"{directory} exists and is not empty: export its edits first "
                       f"(`tqllama patch export {directory}`) or remove it")
     if directory.exists():
         directory.rmdir()
     patching.make_tree(source.fetch(src), directory, git_repo=True)
-    click.echo(f"{directory}: edit it, then run `tqllama patch export {directory}`")
+    click.echo(f"{directory}: one commit per patch; edit a patch by editing its commit, then "
+               f"run `tqllama patch export {directory}`")
 
 
 @patch_group.command("export")

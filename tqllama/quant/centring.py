@@ -4,7 +4,7 @@ The cache stores k - c: c is the mean key, per layer and KV head, of the first u
 written into the empty cache, kept only in the RoPE channel pairs whose angle turns by at
 most 1 rad over the cache's span (elsewhere the mean of rotated keys is not a constant
 offset). Attention is unchanged (q . c moves every logit of a query alike); the quantizer
-sees only what varies. This mirrors llama_kv_k_center_mask in patches/0003-llama.patch for
+sees only what varies. This mirrors llama_kv_k_center_mask in patches/0013-kv-key-centring.patch for
 NORM-mode RoPE (llama): pair i is channels 2i and 2i+1.
 """
 
