@@ -1,0 +1,178 @@
+"""Passkey retrieval at depth: can the model still find one fact in a long cached context?
+
+KL divergence averages over every token; a long-context user asks whether one fact written
+thousands of tokens back can still be read. Each trial hides "The pass key is NNNNN." in the
+evaluation text at a given fraction of a prompt of a given length (in tokens), asks for it at
+the end, and scores greedy decoding by exact match. Prompts are built as token ids, so their
+lengths are exact; they share the text's prefix, so llama-server's prompt cache reuses the
+part before the key from one trial to the next (trials run longest prefix first).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqllama.errors import TqError
+
+NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key. "
+QUESTION = " What is the pass key? The pass key is"
+MARGIN = 64  # cells beyond the longest prompt: the question's answer and rounding
+
+
+@dataclass(frozen=True)
+class Trial:
+    length: int  # prompt tokens
+    depth: float  # where the key sits, as a fraction of the prompt
+    key: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.length}@{self.depth:g}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    trial: Trial
+    answer: str
+
+    @property
+    def found(self) -> bool:
+        """Exact match: the first number in the answer is the key."""
+        m = re.search(r"\d+", self.answer)
+        return m is not None and m.group() == self.trial.key
+
+
+def trials(lengths: Sequence[int], depths: Sequence[float], seed: int = 0) -> list[Trial]:
+    """One trial per length and depth, each with its own 5-digit key; longest prefix first."""
+    rng = random.Random(seed)
+    out = [Trial(n, d, str(rng.randrange(10_000, 100_000))) for n in lengths for d in depths]
+    return sorted(out, key=lambda t: -t.length * t.depth)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: dict, timeout: float = 3600) -> tuple[int, dict]:
+    """POST JSON; the status and the JSON answer, error answers included."""
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+@contextmanager
+def serve(cmd: list[str], log: Path, health_url: str, timeout: float = 300,
+          env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server until `health_url` answers 200; stop it on the way out. A server that
+    exits or never answers is a TqError quoting its log's last line."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+                raise TqError(f"{Path(cmd[0]).name} exited with {proc.returncode} before it "
+                              f"served: {tail[-1] if tail else 'no output'} (log: {log})")
+            try:
+                with urllib.request.urlopen(health_url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TqError(f"{Path(cmd[0]).name} did not answer {health_url} within "
+                              f"{timeout:.0f} s (log: {log})")
+            time.sleep(0.5)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def server(binary: Path, model: Path, log: Path, *args: str) -> Iterator[str]:
+    """llama-server on a free loopback port; yields its base URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), *args]
+    with serve(cmd, log, f"{url}/health"):
+        yield url
+
+
+def _tokens(url: str, text: str) -> list[int]:
+    status, out = post(f"{url}/tokenize", {"content": text, "add_special": False})
+    if status != 200:
+        raise TqError(f"llama-server could not tokenize the text: {out}")
+    return out["tokens"]
+
+
+def run_trials(url: str, haystack: str, planned: Sequence[Trial]) -> list[Outcome]:
+    """Each trial against one llama-server (one slot): prompt as token ids, greedy answer."""
+    hay = _tokens(url, haystack)
+    question = _tokens(url, QUESTION)
+    outcomes = []
+    for t in planned:
+        needle = _tokens(url, NEEDLE.format(key=t.key))
+        n_hay = t.length - len(needle) - len(question)
+        if n_hay > len(hay):
+            raise TqError(f"the text has {len(hay)} tokens, a {t.length}-token passkey prompt "
+                          "needs more: pass a longer --text")
+        at = int(n_hay * t.depth)
+        prompt = hay[:at] + needle + hay[at:n_hay] + question
+        status, out = post(f"{url}/completion", {
+            "prompt": prompt, "n_predict": 8, "temperature": 0, "cache_prompt": True,
+        })
+        if status != 200:
+            raise TqError(f"llama-server failed a {t.length}-token passkey prompt: "
+                          f"{out.get('error', out)}")
+        if out.get("tokens_evaluated") != t.length:
+            raise TqError(f"llama-server read {out.get('tokens_evaluated')} tokens of a "
+                          f"{t.length}-token passkey prompt: its tokenizer and this prompt differ")
+        outcomes.append(Outcome(t, out["content"]))
+    return outcomes
+
+
+def passkey(binary: Path, model: Path, text: Path, cache_args: Sequence[str], log: Path,
+            lengths: Sequence[int], depths: Sequence[float], threads: int | None = None,
+            ) -> list[Outcome]:
+    """All trials for one cache configuration (`-ctk ... -ctv ...` in `cache_args`)."""
+    planned = trials(lengths, depths)
+    ctx = max(lengths) + MARGIN
+    # the prompt needs at most ~6 characters per token of text
+    haystack = text.read_text(encoding="utf-8", errors="replace")[: 6 * ctx]
+    args = ["-c", str(ctx), "-np", "1", "-fa", "on", "--no-warmup", *cache_args]
+    if threads:
+        args += ["-t", str(threads)]
+    with server(binary, model, log, *args) as url:
+        return run_trials(url, haystack, planned)
+
+
+def summary(outcomes: Sequence[Outcome]) -> dict[str, object]:
+    """Found / tried, and which trials found the key, for the results store."""
+    return {
+        "found": sum(o.found for o in outcomes),
+        "tried": len(outcomes),
+        "trials": {o.trial.label: o.found for o in outcomes},
+    }
