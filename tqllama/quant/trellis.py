@@ -18,6 +18,7 @@ SCALE_BITS = 10  # the scale code: bits 0..9 of the block
 KMAX = (1 << SCALE_BITS) - 1  # largest scale code (0 = zero block)
 SCALE_BIAS = 32  # d(k) = M[k & 15] * 2^((k >> 4) - SCALE_BIAS)
 UNIT_LOG2 = 5  # the reference scale maps the block's RMS to 2^UNIT_LOG2 table units
+AMAX_FLOOR = 0.3125  # the reference RMS is at least amax * AMAX_FLOOR (5/16, exact)
 CHUNK = 2048  # blocks per vectorized pass (bounds the working memory to tens of MB)
 
 F32 = np.float32
@@ -56,12 +57,46 @@ class TrellisType:
 
 # ---- the trained tables ---------------------------------------------------------------
 
-TABLE_2T: tuple[int, ...] = tuple(range(-128, 128))[1:] + (0,)  # placeholder
-TABLE_3T: tuple[int, ...] = tuple(range(-128, 128))[1:] + (0,)
+# turbo2t: `python -m tqllama.quant.trellis_train turbo2t` (training-set MSE 0.067231)
+# fmt: off
+TABLE_2T: tuple[int, ...] = (
+    14, 64, -13, -61, -19, 51, -11, 27, -37, 29, -5, -55, -75, 64, -15, 14, -127, 44, 2, 70, 46,
+    -70, -20, 13, -52, -5, 32, -29, -79, -13, -45, 123, 16, -39, -100, 105, -60, 33, -101, -10,
+    1, 68, -34, 38, -39, 53, -14, 15, -34, -85, 23, 5, 51, -1, 37, -96, 15, -54, 105, -21, -30,
+    -10, -74, 29, 12, -13, -42, 51, -65, 122, 48, -16, -19, 83, 30, 8, -3, -39, 71, 36, 42, 11,
+    8, -36, 18, -7, -36, -63, -10, 53, -57, 23, 27, -49, -15, 73, -8, -89, 41, -38, -22, 8, -57,
+    46, -54, -19, 18, 81, 80, 5, 25, -68, 30, -46, 112, -16, -28, -46, 67, 28, -90, 6, 29, 8,
+    -57, 42, -9, 71, -26, 37, -65, 10, -8, 72, 16, -50, 49, -2, -30, -87, -42, 33, 15, -13, 94,
+    -24, 48, 16, -22, -41, 4, 55, 19, -55, -12, -108, -31, -2, 17, 32, -42, 37, 8, -7, 49, -18,
+    19, 85, 41, 4, -26, -68, 27, 3, -87, -36, 63, 21, -26, -73, -12, 28, -34, 1, -55, -16, 60,
+    32, -23, 83, 38, 4, 52, 6, 91, -26, 37, 20, -39, 1, 15, -58, 81, -16, 31, -2, -44, 69, -57,
+    -73, -35, -5, 75, 36, 24, -15, 53, 24, -120, -3, 3, 44, -1, -33, 58, -1, -35, 27, 16, -35,
+    -10, -61, 84, 33, 4, -35, -82, -17, 56, -17, -1, -21, 63, 36, 11, -17, 16, -44, -21, 40, 6,
+    -66, 4, 23, 68, -45,
+)
+# fmt: on
+
+# turbo3t: `python -m tqllama.quant.trellis_train turbo3t` (training-set MSE 0.018064)
+# fmt: off
+TABLE_3T: tuple[int, ...] = (
+    34, 76, 19, -6, 10, 59, 32, 44, 29, 54, -3, 16, -18, 98, 5, 38, -12, 77, 37, 126, 83, -8,
+    20, 41, -1, 29, 51, 14, -27, 42, -14, 107, 43, 22, -10, 99, -21, 55, -7, 34, 28, 77, 7, 52,
+    15, 71, 30, 47, 23, -9, 65, 36, 70, 52, 30, -13, 43, 4, 104, 24, 12, 21, -4, 33, 50, 12, 32,
+    68, -7, 126, 62, 24, 7, 94, 60, 37, 32, 9, 95, 57, 67, 30, 49, 9, 36, 25, -14, 2, 25, 67, 8,
+    43, 48, 17, 3, 75, 28, -6, 45, 13, 19, 36, 5, 58, -6, 18, 44, 82, 110, 32, 48, 11, 59, 7,
+    127, 22, 25, 6, 83, 54, -13, 32, 57, 36, -7, 69, 27, 96, 19, 59, -3, 36, 48, 81, 24, 7, 61,
+    24, 35, -7, 6, 71, 46, 22, 108, 17, 76, 50, 17, 4, 34, 66, 46, -7, 28, -17, 6, 23, 39, 57,
+    7, 52, 69, 29, 62, 17, 43, 87, 56, 36, 20, -12, 74, 24, -16, -5, 85, 41, 23, -7, -1, 41, 12,
+    28, 7, 21, 76, 54, 22, 121, 59, 42, 80, 44, 106, 16, 26, 36, 8, 64, 41, 5, 88, 24, 57, 37,
+    21, 86, 18, -5, 23, 37, 53, 73, 42, 19, 66, 44, -9, 26, 31, 55, 17, 5, 66, 30, 14, 45, 40,
+    7, 22, -3, 77, 49, 30, 11, 7, 48, 73, 27, 50, 16, 89, 38, 41, 24, 58, 6, 22, 60, 33, 1, 38,
+    58, 88, 11,
+)
+# fmt: on
 
 TYPES: dict[str, TrellisType] = {
-    "turbo2t": TrellisType("turbo2t", 2, 8, False, TABLE_2T, (-13, -10, -7)),
-    "turbo3t": TrellisType("turbo3t", 3, 9, True, TABLE_3T, (-13, -10, -7)),
+    "turbo2t": TrellisType("turbo2t", 2, 8, False, TABLE_2T, (-12, -9, -6)),
+    "turbo3t": TrellisType("turbo3t", 3, 9, True, TABLE_3T, (-9, -7, -5)),
 }
 BITS_TO_NAME = {2: "turbo2t", 3: "turbo3t"}
 
@@ -91,6 +126,7 @@ def reference_code(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for i in range(QK):  # sequential, in index order
         ss = ss + y2[:, i]
     r = np.sqrt(ss / F32(QK))
+    r = np.maximum(r, np.ldexp(amax, -ea) * F32(AMAX_FLOOR))
     mr, er = np.frexp(r)
     u = mr * F32(2)
     i = np.searchsorted(_M17, u, side="left")  # smallest i with M[i] >= u (M[16] := 2)
@@ -219,8 +255,12 @@ class TrellisQuant:
     `table` replaces the committed table (training only); float values are allowed there.
     """
 
-    def __init__(self, bits: int | str, table: np.ndarray | None = None,
-                 search: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self,
+        bits: int | str,
+        table: np.ndarray | None = None,
+        search: tuple[int, ...] | None = None,
+    ) -> None:
         name = bits if isinstance(bits, str) else BITS_TO_NAME.get(bits, "")
         if name not in TYPES:
             raise TqError(f"no trellis type {bits!r} (have {sorted(TYPES)})")

@@ -56,8 +56,9 @@ def centroid_update(
     else:
         sign = np.ones(states.shape)
         idx = states.reshape(-1)
-    num = np.bincount(idx, weights=((w * dd)[:, None] * x64 * sign).reshape(-1),
-                      minlength=len(table))
+    num = np.bincount(
+        idx, weights=((w * dd)[:, None] * x64 * sign).reshape(-1), minlength=len(table)
+    )
     den = np.bincount(idx, weights=np.repeat(w * dd * dd, QK), minlength=len(table))
     return np.where(den > 0, num / np.maximum(den, 1e-300), table)
 
@@ -91,9 +92,9 @@ def _step(
 
 def train_table(
     name: str,
-    n_blocks: int = 6000,
-    seed: int = 1,
-    iterations: int = 60,
+    n_blocks: int = 8000,
+    seed: int = 17,
+    iterations: int = 100,
     polish: int = 6,
     step: int = 3,
     log: list[str] | None = None,
