@@ -366,3 +366,13 @@ def test_training_step_lowers_the_error() -> None:
         cf = code_values(new, q.type.L, q.type.signed)
         after = relative_mse(x, d[:, None] * cf[states])
         assert after <= before
+
+
+def test_training_is_deterministic() -> None:
+    """A tiny run of the table training twice: the same int8 table and window."""
+    from tqllama.quant.trellis_train import train_table
+
+    a = train_table("turbo2t", n_blocks=60, iterations=2, polish=1)
+    b = train_table("turbo2t", n_blocks=60, iterations=2, polish=1)
+    assert a == b
+    assert len(a.table) == 256 and max(abs(v) for v in a.table) <= 127

@@ -10,7 +10,8 @@ rounded to int8 and polished by a few projected iterations (update, round, keep 
 MSE falls); last, the search window (centre and spacing of the candidate offsets) is
 chosen by the MSE on the training set.
 
-    python -m tqllama.quant.trellis_train turbo3t      (minutes on one core)
+    python -m tqllama.quant.trellis_train turbo3t   (about 15 minutes of one core;
+                                                    turbo2t about 7)
 
 prints the table and window as the literals `tqllama/quant/trellis.py` commits.
 Deterministic: fixed seeds, NumPy float arithmetic in a fixed order.
