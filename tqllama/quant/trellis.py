@@ -214,7 +214,8 @@ def code_values(table: np.ndarray | tuple[float, ...], L: int, signed: bool) -> 
     if not signed:
         return t.copy()
     s = np.arange(1 << L)
-    return np.where(s & 1, -t[s >> 1], t[s >> 1]).astype(F32)
+    # + 0: a negated zero entry is +0.0, as the C code's (float) -T[i] is.
+    return (np.where(s & 1, -t[s >> 1], t[s >> 1]) + F32(0)).astype(F32)
 
 
 def viterbi(x: np.ndarray, dc: np.ndarray, L: int, k: int) -> tuple[np.ndarray, np.ndarray]:
