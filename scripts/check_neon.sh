@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the AArch64 NEON path of the turbo CPU kernels on an x86 machine: cross-builds
 # libggml-base for aarch64 from a patched tree and runs tests/c/turbo_kernels.c under
-# qemu-user, with and without the dot-product extension.
+# qemu-user, with and without the dot-product extension (the generic and NEON kernel files
+# compiled into the test program).
 #   needs: gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 #   usage: scripts/check_neon.sh [PATCHED_TREE]   (default: the tree of `tqllama build`)
 set -euo pipefail
@@ -22,7 +23,8 @@ lib=$out/build/bin
 src=$tree/ggml
 for arch in armv8.2-a+dotprod armv8-a; do
   aarch64-linux-gnu-gcc -O2 -std=gnu11 -ffp-contract=off -march=$arch -I "$src/src" -I "$src/src/ggml-cpu" \
-    -I "$src/include" "$here/tests/c/turbo_kernels.c" -L "$lib" -lggml-cpu -lggml-base -lm -o "$out/k"
+    -I "$src/include" "$here/tests/c/turbo_kernels.c" "$src/src/ggml-cpu/turbo-cpu.c" \
+    "$src/src/ggml-cpu/arch/arm/turbo-cpu.c" -L "$lib" -lggml-cpu -lggml-base -lm -o "$out/k"
   echo -n "-march=$arch: "
   QEMU_LD_PREFIX=/usr/aarch64-linux-gnu LD_LIBRARY_PATH=$lib qemu-aarch64 "$out/k"
 done

@@ -44,7 +44,7 @@ def build_emulator(tree: Path, dest: Path, edit: tuple[str, str, str] | None = N
     src = tree / "ggml" / "src"
     cuda = dest / "src" / "ggml-cuda"
     cuda.mkdir(parents=True)
-    for name in ("ggml-turbo-quants.h", "ggml-turbo-tables.h"):
+    for name in ("ggml-turbo-common.h", "ggml-turbo-tables.h"):
         shutil.copy(src / name, cuda.parent / name)
     for name in HEADERS:
         text = (src / "ggml-cuda" / name).read_text()

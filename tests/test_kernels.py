@@ -1,7 +1,8 @@
 """The turbo CPU kernels (quantizer, vec_dot with q8_0, fused V accumulation) against the reference.
 
-tests/c/turbo_kernels.c compiles the kernel file into a small program; built twice, it
-checks the AVX2 path and the scalar fallback that every other architecture runs.
+tests/c/turbo_kernels.c is compiled with the kernel files (the generic ggml-cpu/turbo-cpu.c
+and arch/x86/turbo-cpu.c) into a small program; built twice, it checks the AVX2 path and
+the generic fallback that every other architecture runs.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def test_kernels_match_reference(built_tools, tmp_path: Path, variant: str) -> N
     subprocess.run(
         [cc, "-O2", "-std=gnu11", "-ffp-contract=off", *flags, "-I", str(src / "src"),
          "-I", str(src / "src" / "ggml-cpu"), "-I", str(src / "include"),
-         str(HERE / "c" / "turbo_kernels.c"),
+         str(HERE / "c" / "turbo_kernels.c"), str(src / "src" / "ggml-cpu" / "turbo-cpu.c"),
+         str(src / "src" / "ggml-cpu" / "arch" / "x86" / "turbo-cpu.c"),
          "-L", str(lib_dir), "-lggml-cpu", "-lggml-base", "-lm", f"-Wl,-rpath,{lib_dir}",
          "-o", str(exe)],
         check=True, capture_output=True, text=True,

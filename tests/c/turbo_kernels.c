@@ -2,11 +2,18 @@
 // dot product and the V accumulation against the reference dequantizer; for the _qjl
 // types the quantizer, the query conversion and the two-stage dot product.
 //
-// The kernel file is compiled into this program, so one source gives one program per code
-// path: built with AVX2 (or for AArch64) it checks the SIMD path, built with -mno-avx2 (or
-// -mgeneral-regs-only) the scalar fallback.
-// tests/test_kernels.py builds and runs both against the patched tree and libggml-base.
-#include "ggml-cpu/turbo-cpu.c"
+// The kernel files (ggml-cpu/turbo-cpu.c and ggml-cpu/arch/<arch>/turbo-cpu.c) are compiled
+// into this program, so one set of sources gives one program per code path: built with AVX2
+// (or for AArch64) it checks the SIMD path, built with -mno-avx2 (or -mgeneral-regs-only)
+// the generic fallback. tests/test_kernels.py builds and runs both against the patched tree
+// and libggml-base; scripts/check_neon.sh the AArch64 ones under qemu.
+#define GGML_COMMON_DECL_C
+#include "ggml-common.h"
+
+#include "ggml-cpu-impl.h"
+#include "simd-mappings.h"
+#include "ggml-turbo-quants.h"
+#include "ggml-cpu/turbo-cpu.h"
 
 #include "ggml-cpu.h"
 #include "ggml-quants.h"

@@ -4,7 +4,7 @@
 //
 // usage: turbo_helpers BITS q|d16|d4 < input > output
 //   q:   float32 values (a multiple of 64) in, blocks out
-//   dN:  blocks in, float32 values out, N values per call of turbo_dequantize
+//   dN:  blocks in, float32 values out, N values per call of turbo{BITS}_dequantize
 
 #include "turbo.h"
 
@@ -24,29 +24,30 @@ static int quantize(void (*quantize_block)(const float *, block_t &)) {
     return std::ferror(stdin) ? 1 : 0;
 }
 
-template <int B, typename block_t>
-static int dequantize(int n) {
+template <typename block_t>
+static int dequantize(void (*dequantize_values)(const block_t *, int, int, float *), int n) {
     block_t b;
     float y[QK_TURBO];
     while (std::fread(&b, sizeof(b), 1, stdin) == 1) {
         for (int i0 = 0; i0 < QK_TURBO; i0 += n) {
-            turbo_dequantize<B>(&b, i0, n, y + i0);
+            dequantize_values(&b, i0, n, y + i0);
         }
         std::fwrite(y, sizeof(float), QK_TURBO, stdout);
     }
     return std::ferror(stdin) ? 1 : 0;
 }
 
-template <int B, typename block_t>
-static int run(const char * mode, void (*quantize_block)(const float *, block_t &)) {
+template <typename block_t>
+static int run(const char * mode, void (*quantize_block)(const float *, block_t &),
+               void (*dequantize_values)(const block_t *, int, int, float *)) {
     if (std::strcmp(mode, "q") == 0) {
         return quantize(quantize_block);
     }
     if (std::strcmp(mode, "d16") == 0) {
-        return dequantize<B, block_t>(16);
+        return dequantize(dequantize_values, 16);
     }
     if (std::strcmp(mode, "d4") == 0) {
-        return dequantize<B, block_t>(4);
+        return dequantize(dequantize_values, 4);
     }
     std::fprintf(stderr, "unknown mode %s\n", mode);
     return 2;
@@ -58,9 +59,9 @@ int main(int argc, char ** argv) {
         return 2;
     }
     switch (std::atoi(argv[1])) {
-        case 2: return run<2>(argv[2], quantize_turbo2);
-        case 3: return run<3>(argv[2], quantize_turbo3);
-        case 4: return run<4>(argv[2], quantize_turbo4);
+        case 2: return run(argv[2], quantize_turbo2, turbo2_dequantize);
+        case 3: return run(argv[2], quantize_turbo3, turbo3_dequantize);
+        case 4: return run(argv[2], quantize_turbo4, turbo4_dequantize);
         default:
             std::fprintf(stderr, "no turbo type with %s bits\n", argv[1]);
             return 2;

@@ -55,6 +55,8 @@ static inline uint16_t __half_as_ushort(half h) { uint16_t u; std::memcpy(&u, &h
 static inline float2 __half22float2(half2 h) { return {(float) h.x, (float) h.y}; }
 
 static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+static inline float __uint_as_float(uint32_t i) { float f; std::memcpy(&f, &i, 4); return f; }
+static inline uint32_t __float_as_uint(float f) { uint32_t i; std::memcpy(&i, &f, 4); return i; }
 static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline float __fsub_rn(float a, float b) { return a - b; }
 static inline float __fmul_rn(float a, float b) { return a * b; }

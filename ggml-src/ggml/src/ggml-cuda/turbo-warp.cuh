@@ -20,30 +20,8 @@
 // the quantization rule, FORMAT.md steps 0-6: a change of the rule is an edit in this section
 // ------------------------------------------------------------------------------------------
 
-// step 0: NaN -> 0, clamp to the f16 range
-static __device__ __forceinline__ float turbo_cuda_sanitize(const float v) {
-    return isnan(v) ? 0.0f : fminf(fmaxf(v, -TURBO_XMAX), TURBO_XMAX);
-}
-
-static __device__ __forceinline__ int turbo_cuda_clamp_k(const int k) {
-    return max(1, min(k, TURBO_KMAX));
-}
-
-// step 2: the smallest code whose scale maps amax (> 0) inside the codebook
-template <int bits>
-static __device__ int turbo_cuda_k_ref(const float amax) {
-    const float t = __fdiv_rn(amax, (float) turbo_cuda_cb<bits>::cbmax);
-    if (t == 0.0f) {
-        return 1; // amax underflowed: the smallest scale
-    }
-    int e;
-    const float u = 2.0f*frexpf(t, &e);
-    int i = 0;
-    while (i < 16 && turbo_scale_mant[i] < u) {
-        ++i;
-    }
-    return turbo_cuda_clamp_k(16*(e - 1 + TURBO_EXP_BIAS) + i);
-}
+// steps 0 and 2 (sanitizing, k_ref), 5 (the scale field) and the scale decoding are the
+// scalar functions of ggml-turbo-common.h, which C and Metal run too
 
 // idx = #{t : y > thresh[t]}
 template <int bits>
@@ -63,7 +41,7 @@ static __device__ __forceinline__ int turbo_cuda_nearest(const float y) {
 template <int bits>
 static __device__ float turbo_cuda_sub_error(const float x0, const float x1, const int j, const int k) {
     const int8_t * values = turbo_cuda_cb<bits>::values();
-    const float d   = turbo_cuda_k_to_d(k);
+    const float d   = turbo_k_to_d(k);
     const float inv = __frcp_rn(d);
     float err = 0.0f;
 #pragma unroll 8
@@ -98,7 +76,7 @@ static __device__ int turbo_cuda_search(const float x0, const float x1, const in
     for (int c0 = 0; c0 < ncand; c0 += 16) {
         int c = c0 + lane % 16;
         // lanes past the last candidate repeat it (all lanes take part in the shuffles)
-        float err = turbo_cuda_sub_error<bits>(x0, x1, j, turbo_cuda_clamp_k(k_ref + lo + min(c, ncand - 1)));
+        float err = turbo_cuda_sub_error<bits>(x0, x1, j, turbo_clamp_k(k_ref + lo + min(c, ncand - 1)));
         if (c >= ncand) {
             err = INFINITY;
         }
@@ -116,7 +94,7 @@ static __device__ int turbo_cuda_search(const float x0, const float x1, const in
             best_c   = c;
         }
     }
-    return turbo_cuda_clamp_k(k_ref + lo + best_c);
+    return turbo_clamp_k(k_ref + lo + best_c);
 }
 
 // steps 1-6 for one block whose sanitized values l, l + 32 lane l holds (x0, x1); the lane's
@@ -132,28 +110,26 @@ static __device__ void turbo_cuda_quantize_stage_warp(const float x0, const floa
     const float amax1 = warp_reduce_max(fabsf(x1));
 
     // steps 2-3 (a zero sub-block searches too, the warp stays converged, and is dropped)
+    constexpr float cbmax = (float) turbo_cuda_cb<bits>::cbmax;
     const int k_lane = turbo_cuda_search<bits>(x0, x1,
-        amax0 == 0.0f ? 1 : turbo_cuda_k_ref<bits>(amax0), amax1 == 0.0f ? 1 : turbo_cuda_k_ref<bits>(amax1));
+        amax0 == 0.0f ? 1 : turbo_k_ref(amax0, cbmax), amax1 == 0.0f ? 1 : turbo_k_ref(amax1, cbmax));
     const int k0 = amax0 == 0.0f ? 0 : __shfl_sync(TURBO_FULL_MASK, k_lane, 0);
     const int k1 = amax1 == 0.0f ? 0 : __shfl_sync(TURBO_FULL_MASK, k_lane, 16);
 
     // step 5: the smallest shared exponent that fits the larger code
-    const int k_hi = max(k0, k1);
-    const int E    = k_hi > 31 ? (k_hi - 24) >> 3 : 0;
-    const int f0   = k0 == 0 ? 0 : max(1, k0 - 8*E);
-    const int f1   = k1 == 0 ? 0 : max(1, k1 - 8*E);
+    const uint16_t s = turbo_scale_field(k0, k1);
 
-    // step 6: the indices with the final scales
-    const float d0   = f0 == 0 ? 0.0f : turbo_cuda_k_to_d(8*E + f0);
-    const float d1   = f1 == 0 ? 0.0f : turbo_cuda_k_to_d(8*E + f1);
-    const int   idx0 = f0 == 0 ? 0 : turbo_cuda_nearest<bits>(__fmul_rn(x0, __frcp_rn(d0)));
-    const int   idx1 = f1 == 0 ? 0 : turbo_cuda_nearest<bits>(__fmul_rn(x1, __frcp_rn(d1)));
+    // step 6: the indices with the final scales (0 for a zero sub-block)
+    const float d0   = turbo_scale(s, 0);
+    const float d1   = turbo_scale(s, 1);
+    const int   idx0 = d0 == 0.0f ? 0 : turbo_cuda_nearest<bits>(__fmul_rn(x0, __frcp_rn(d0)));
+    const int   idx1 = d1 == 0.0f ? 0 : turbo_cuda_nearest<bits>(__fmul_rn(x1, __frcp_rn(d1)));
     m0 = __fmul_rn(d0, (float) turbo_cuda_cb<bits>::values()[idx0]);
     m1 = __fmul_rn(d1, (float) turbo_cuda_cb<bits>::values()[idx1]);
 
     // packing (FORMAT.md "Index packing", FORMAT-QJL.md "turbo1")
     if (lane == 0) {
-        y->s = (uint16_t) (f0 | f1 << 5 | E << 10);
+        y->s = s;
     }
     if constexpr (bits == 4) {
         // qs[16j + l] = idx[l] | idx[l + 16] << 4
@@ -230,8 +206,8 @@ static __device__ void turbo_cuda_quantize_block_warp(const float * __restrict__
     constexpr int bits = turbo_cuda_traits<type>::bits;
     const int lane = threadIdx.x % WARP_SIZE;
 
-    const float x0 = turbo_cuda_sanitize(x[lane]);
-    const float x1 = turbo_cuda_sanitize(x[lane + QK_TURBO_SUB]);
+    const float x0 = turbo_sanitize(x[lane]);
+    const float x1 = turbo_sanitize(x[lane + QK_TURBO_SUB]);
 
     float m0, m1;
     if constexpr (turbo_cuda_traits<type>::qjl) {
@@ -256,8 +232,8 @@ static __device__ void turbo_cuda_dequantize_qjl_warp(const turbo_cuda_block<typ
     const float m1 = turbo_cuda_value<bits>(&x->mse, 1, lane);
 
     // w = D2 Hu D3 Hu s: the transpose of the projection, exact on +-1 inputs
-    float w0 = turbo_cuda_bit(x->qr, lane)             ? -1.0f : 1.0f;
-    float w1 = turbo_cuda_bit(x->qr, lane + WARP_SIZE) ? -1.0f : 1.0f;
+    float w0 = turbo_bit(x->qr, lane)             ? -1.0f : 1.0f;
+    float w1 = turbo_bit(x->qr, lane + WARP_SIZE) ? -1.0f : 1.0f;
     turbo_cuda_hu64(w0, w1);
     w0 *= (float) turbo_qjl_signs[QK_TURBO + lane];
     w1 *= (float) turbo_qjl_signs[QK_TURBO + lane + WARP_SIZE];

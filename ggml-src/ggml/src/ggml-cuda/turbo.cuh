@@ -2,11 +2,13 @@
 // two-stage keys (turbo2_qjl, turbo3_qjl, turbo4_qjl).
 //
 // The block layouts, the scale field and the quantization rule are docs/FORMAT.md and
-// docs/FORMAT-QJL.md of tqllama; the C reference is ggml-turbo-quants.c. Constants come from
-// the generated ggml-turbo-tables.h, included here with its tables placed in device memory.
+// docs/FORMAT-QJL.md of tqllama; the C reference is ggml-turbo-quants.c. The blocks, the
+// constants and the scalar pieces of the rule (scale decoding, index decoding, k_ref, ...)
+// are ggml-turbo-common.h's, which C and Metal share; it places the generated tables in
+// device memory.
 //
 // What lives here:
-//   - decoding: scale field, indices, codebook lookup (layout + tables only),
+//   - decoding: indices 4 at a time, codebook lookup (layout + tables only),
 //   - the QJL projection of the 64 values a warp holds,
 //   - dequantize_turbo<type>: the dequantize_kernel_t of convert.cu / getrows.cu / cpy.cu
 //     (plain types; a _qjl value needs its whole block, so those have warp kernels),
@@ -18,20 +20,8 @@
 #include "common.cuh"
 #include "convert.cuh"
 
-// Tables in device memory, 16-byte aligned so that a codebook can be read as 32-bit words
-// for __byte_perm lookups. This must be the first inclusion of the tables header in the
-// translation unit (it has #pragma once); no CUDA source includes it any other way.
-#define TURBO_TABLE_BEGIN(type, name, size) static const __device__ __align__(16) type name[size] = {
-#define TURBO_TABLE_END() };
-// The header's host helpers (turbo_k_to_d, turbo_scale) now read a device table; CUDA code
-// never calls them (it has turbo_cuda_k_to_d below), so nvcc's warning about them is moot.
-#ifdef __NVCC__
-#pragma nv_diag_suppress 20091
-#endif
-#include "../ggml-turbo-quants.h"
-#ifdef __NVCC__
-#pragma nv_diag_default 20091
-#endif
+#define GGML_TURBO_DECL_CUDA
+#include "../ggml-turbo-common.h"
 
 #include <type_traits>
 
@@ -55,8 +45,9 @@ static constexpr __host__ __device__ bool ggml_cuda_type_is_turbo(const ggml_typ
         ggml_cuda_type_is_turbo_qjl(type);
 }
 
-// A codebook of `bits` bits and the block that holds its indices: turbo1 is stage 1 of
-// turbo2_qjl, never a cache type, hence codebooks keyed by bits rather than by ggml_type.
+// A codebook of `bits` bits and the block that holds its indices (index: that of value i,
+// 0..63): turbo1 is stage 1 of turbo2_qjl, never a cache type, hence codebooks keyed by bits
+// rather than by ggml_type.
 template <int bits> struct turbo_cuda_cb;
 
 #define TURBO_CUDA_CB(B)                                                                     \
@@ -68,6 +59,7 @@ template <int bits> struct turbo_cuda_cb;
         static constexpr int hi    = TURBO##B##_SEARCH_HI;                                   \
         static __device__ __forceinline__ const int8_t * values() { return kvalues_turbo##B; } \
         static __device__ __forceinline__ const float  * thresh() { return kthresh_turbo##B; } \
+        static __device__ __forceinline__ int index(const block * x, int i) { return turbo##B##_index(x, i); } \
     };
 TURBO_CUDA_CB(4)
 TURBO_CUDA_CB(3)
@@ -111,39 +103,10 @@ turbo_cuda_stage(const turbo_cuda_block<type> * x) {
 // decoding (depends on the layout, the tables and the scale rule of FORMAT.md only)
 // ------------------------------------------------------------------------------------------
 
-// d(k) = M[k & 15] * 2^((k >> 4) - TURBO_EXP_BIAS) for k in 1..TURBO_KMAX: the power of two
-// is built from its bits, so the product is exact and equal to the CPU's turbo_k_to_d
-static __device__ __forceinline__ float turbo_cuda_k_to_d(const int k) {
-    return turbo_scale_mant[k & 15] * __int_as_float(((k >> 4) - TURBO_EXP_BIAS + 127) << 23);
-}
-
-// scale of sub-block j of a block with scale field s; 0 for a zero sub-block
-static __device__ __forceinline__ float turbo_cuda_scale(const uint16_t s, const int j) {
-    const int f = (s >> (5*j)) & 31;
-    return f == 0 ? 0.0f : turbo_cuda_k_to_d(8*(s >> 10) + f);
-}
-
-// bit i (0..63) of a little-endian 64-bit word stored as bytes: turbo1's indices, turbo3's
-// high bits (per sub-block, i < 32) and the QJL signs
-static __device__ __forceinline__ int turbo_cuda_bit(const uint8_t * b, const int i) {
-    return (b[i >> 3] >> (i & 7)) & 1;
-}
-
 // index of value i (0..31) of sub-block j
 template <int bits>
 static __device__ __forceinline__ int turbo_cuda_idx(const turbo_cuda_stage_block<bits> * x, const int j, const int i) {
-    if constexpr (bits == 4) {
-        return (x->qs[16*j + (i & 15)] >> (4*(i >> 4))) & 15;
-    } else if constexpr (bits == 1) {
-        return turbo_cuda_bit(x->qs + 4*j, i);
-    } else {
-        const int lo2 = (x->qs[8*j + (i & 7)] >> (2*(i >> 3))) & 3;
-        if constexpr (bits == 3) {
-            return lo2 | turbo_cuda_bit(x->qh + 4*j, i) << 2;
-        } else {
-            return lo2;
-        }
-    }
+    return turbo_cuda_cb<bits>::index(x, QK_TURBO_SUB*j + i);
 }
 
 // bits 0..3 of h moved to bit 0 of bytes 0..3
@@ -206,7 +169,7 @@ static __device__ __forceinline__ int turbo_cuda_lookup4(const uint32_t idx4) {
 // value i (0..31) of sub-block j (FORMAT.md dequantization: d_j * codebook entry)
 template <int bits>
 static __device__ __forceinline__ float turbo_cuda_value(const turbo_cuda_stage_block<bits> * x, const int j, const int i) {
-    return __fmul_rn(turbo_cuda_scale(x->s, j), (float) turbo_cuda_cb<bits>::values()[turbo_cuda_idx<bits>(x, j, i)]);
+    return __fmul_rn(turbo_scale(x->s, j), (float) turbo_cuda_cb<bits>::values()[turbo_cuda_idx<bits>(x, j, i)]);
 }
 
 // dequantize_kernel_t (qk = QK_TURBO, qr = QR_TURBO): v.x, v.y = value iqs of sub-blocks 0, 1
@@ -352,7 +315,7 @@ static __device__ __forceinline__ float vec_dot_fattn_vec_KQ_turbo(
         const int    sumi = ggml_cuda_dp4a(v, Q_q8[k_KQ_0/nthreads], 0);
 
         const float2 Q_ds = ((const float2 *) Q_ds_v)[k_KQ_0/nthreads];
-        sum += turbo_cuda_scale(x->s, j) * Q_ds.x * (float) sumi;
+        sum += turbo_scale(x->s, j) * Q_ds.x * (float) sumi;
 
         if constexpr (turbo_cuda_traits<type>::qjl) {
             // the signs of values 4w .. 4w+3 of the block: bits 4w .. 4w+3 of qr
@@ -382,7 +345,7 @@ static __device__ __forceinline__ void dequantize_V_turbo(const void * __restric
     const int   q = turbo_cuda_lookup4<bits>(turbo_cuda_idx4<bits>(x, j, i/4));
     const int   o = ne == 4 ? 0 : i % 4; // first byte of q wanted (shifts keep q in a register)
     // the products in float: a V scale can be below half's range
-    const float d = turbo_cuda_scale(x->s, j);
+    const float d = turbo_scale(x->s, j);
     float vals[ne];
 #pragma unroll
     for (int l = 0; l < ne; ++l) {
