@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tqlab.synth import write_metadata, write_model
 from tqllama.cli import cli
 from tqllama.errors import TqError
 from tqllama.ggufinfo import read_gguf
@@ -22,7 +23,6 @@ from tqllama.plan import (
     parse_pair,
     unsupported,
 )
-from tqllama.synth import write_metadata, write_model
 from tqllama.types import cache_type
 
 F16, Q8_0, Q4_0 = cache_type("f16"), cache_type("q8_0"), cache_type("q4_0")
