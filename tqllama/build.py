@@ -37,10 +37,10 @@ from typing import TextIO
 import click
 
 from tqllama import paths, source
+from tqllama.backends import check_backend
 from tqllama.errors import TqError
 from tqllama.patching import Glue, make_tree
 
-BACKENDS = ("cpu", "cuda", "metal")
 TOOLS = ("llama-server", "llama-cli", "llama-perplexity", "llama-bench")
 TEST_TOOLS = ("test-backend-ops", "test-quantize-fns")
 DEFAULT_CUDA_ARCH = "90"
@@ -128,8 +128,7 @@ _NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 def cmake_config_args(backend: str, tests: bool, cmake_args: Sequence[str] = (),
                       cuda_arch: str | None = None) -> list[str]:
     """The configure options that define a build (the build number and commit aside)."""
-    if backend not in BACKENDS:
-        raise TqError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    check_backend(backend)
     if cuda_arch is not None and backend != "cuda":
         raise TqError("--cuda-arch applies to --backend cuda only: drop it or add "
                       "--backend cuda")
