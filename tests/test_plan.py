@@ -167,6 +167,14 @@ def test_parse_pair_and_ctx() -> None:
         parse_ctx_list("4096,,8192")
 
 
+def test_parse_pair_is_the_sweeps_grammar() -> None:
+    assert parse_pair(" turbo4/turbo3 ") == (T4, T3)
+    with pytest.raises(TqError, match="K/V@bN"):
+        parse_pair("turbo2/turbo2@b")
+    with pytest.raises(TqError, match="pass turbo2/turbo2 instead of turbo2/turbo2@b2:f16/f16"):
+        parse_pair("turbo2/turbo2@b2:f16/f16")
+
+
 def run_plan(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, ["plan", *args])
     return result.exit_code, result.stdout, result.stderr
