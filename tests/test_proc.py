@@ -34,7 +34,8 @@ def test_steps_of_two_commands_in_one_log(tmp_path: Path) -> None:
 def test_a_terminal_sees_one_status_line(tmp_path: Path) -> None:
     shown = io.StringIO()
     with BuildSteps(StatusLine(shown, live=True)) as steps:
-        run(["sh", "-c", 'echo "[1/2] a"; echo noise; echo "[2/2] b"'], tmp_path / "log",
+        # the second as pip wheel -v shows it
+        run(["sh", "-c", 'echo "[1/2] a"; echo noise; echo "  [2/2] b"'], tmp_path / "log",
             on_line=steps.line)
     assert shown.getvalue() == "\r\033[K[1/2] a\r\033[K[2/2] b\n"
 

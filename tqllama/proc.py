@@ -63,7 +63,8 @@ class StatusLine:
             self.shown = False
 
 
-_STEP = re.compile(r"^\[\s*(\d+)/(\d+)\]|^\[\s*(\d+)%\]")
+# pip wheel -v indents the output of the build it runs
+_STEP = re.compile(r"^\s*\[\s*(\d+)/(\d+)\]|^\s*\[\s*(\d+)%\]")
 
 
 class BuildSteps:
@@ -82,7 +83,7 @@ class BuildSteps:
         done, total = (int(match[3]), 100) if match[3] is not None else (int(match[1]),
                                                                           int(match[2]))
         if self.display.live:
-            self.display.show(text.rstrip())
+            self.display.show(text.strip())
         elif (decile := 10 * done // max(total, 1)) > self.shown_decile:
             self.shown_decile = decile
             self.display.print(f"tqllama: build {done}/{total}")
