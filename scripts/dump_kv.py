@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Dumps real K and V cache rows of a llama-architecture GGUF (SmolLM2-135M by default).
 
-Usage: python scripts/dump_kv.py MODEL.gguf [--text wiki.test.raw] [--tokens 512]
+Usage: PYTHONPATH=. python scripts/dump_kv.py MODEL.gguf [--text wiki.test.raw] [--tokens 512]
        [--out PATH]
 
 Tokenizes the start of the text with the GGUF's own BPE vocabulary
-(tqllama/quant/bpe.py), runs the NumPy forward pass of tqllama/quant/llama_forward.py,
+(tqlab/bpe.py), runs the NumPy forward pass of tqlab/llama_forward.py,
 and writes post-RoPE K and V of every layer to an .npz in the cache
 ($TQLLAMA_CACHE/kv/<model>-<tokens>.npz unless --out): arrays tokens (T,),
 k and v (layers, T, kv_heads, head_dim), nll (T-1,). Prints the perplexity of the pass
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tqlab.llama_forward import collect_kv, kv_cache_path, save
 from tqllama.assets import fetch_text
-from tqllama.quant.llama_forward import collect_kv, kv_cache_path, save
 
 
 def main() -> None:

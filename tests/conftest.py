@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tqlab.ggmllib import GgmlBase, GgmlCpu
+from tqlab.tools import perplexity
 from tqllama import assets
 from tqllama.build import Manifest, backend_dir, build
-from tqllama.ggmllib import GgmlBase, GgmlCpu
 from tqllama.patching import make_tree
 from tqllama.source import fetch
 
@@ -67,8 +68,6 @@ def base_logits(built_tools: Manifest, model: Path, text: Path, request: pytest.
                 tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The f16 cache's logits for --kl-divergence, over the CTX x CHUNKS (512-token chunks)
     that the module using it sets."""
-    from test_cache_types import perplexity  # the tools' run helper (retries lost output)
-
     ctx, chunks = request.module.CTX, request.module.CHUNKS
     out = tmp_path_factory.mktemp("kld") / "f16.kld"
     perplexity(built_tools.binaries["llama-perplexity"], "-m", str(model), "-f", str(text),

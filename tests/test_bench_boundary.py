@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from tqllama.bench.parse_perplexity import Estimate, parse_kv_cache
-from tqllama.bench.presets import CachePair, preset
+from tqllama.bench.presets import preset
 from tqllama.bench.store import FileRef, RunRecord, Store
 from tqllama.bench.sweep import Environment, SweepSettings, ToolOptions, plan, runnable_pairs
 from tqllama.bench.table import PairRow, boundary_gains, gap_reference, layer_mix_bits, render
+from tqllama.cachepair import CachePair
 from tqllama.errors import TqError
 
 # A real line of llama-perplexity -lv 4 (SmolLM2, -c 512: 4 streams, turbo2/turbo2,

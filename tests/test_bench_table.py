@@ -12,9 +12,9 @@ import pytest
 
 from tqllama.bench.parse_bench import parse_bench
 from tqllama.bench.parse_perplexity import parse_perplexity
-from tqllama.bench.presets import CachePair
 from tqllama.bench.store import FileRef, RunRecord, Store
 from tqllama.bench.table import render, summarize
+from tqllama.cachepair import CachePair
 from tqllama.errors import TqError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bench"

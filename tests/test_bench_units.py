@@ -12,11 +12,13 @@ from tqllama.bench import base_logits
 from tqllama.bench.logtext import ParseError
 from tqllama.bench.parse_perplexity import parse_perplexity
 from tqllama.bench.plot import pareto_front
-from tqllama.bench.presets import PRESETS, CachePair, preset
+from tqllama.bench.presets import PRESETS, preset
 from tqllama.bench.progress import Progress
-from tqllama.bench.runner import ToolError, diagnose, run_logged
+from tqllama.bench.runner import diagnose, run_logged
 from tqllama.bench.sweep import load_config, pairs_from, parse_depths
+from tqllama.cachepair import CachePair
 from tqllama.errors import TqError
+from tqllama.proc import ToolError
 from tqllama.types import CACHE_TYPES, TURBO2, TURBO3, TURBO4, cache_type
 
 

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_cache_types import perplexity, run
-from test_server import complete, server
 
+from tqlab.server import complete, server
+from tqlab.tools import perplexity, run
 from tqllama.bench.parse_bench import parse_bench
 from tqllama.bench.parse_perplexity import PerplexityResult
 from tqllama.bench.store import Store

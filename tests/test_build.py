@@ -1,6 +1,6 @@
 """Cache keys, the stable-tree sync, the manifest, and builds of the small fake tree.
 
-The tests marked slow run cmake and a compiler on tests/fake_llama.py's tree (seconds);
+The tests marked slow run cmake and a compiler on tqlab/fake_llama.py's tree (seconds);
 the real tree is built once per session in tests/test_build_integration.py.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fake_llama import GGML_C, MAIN_C, write_tree
 
+from tqlab.fake_llama import GGML_C, MAIN_C, write_tree
 from tqllama import build as build_mod
 from tqllama.build import (
     Manifest,

@@ -8,14 +8,12 @@ KLD is orders of magnitude larger, without flaking on noise.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tqllama.bench.logtext import ParseError
-from tqllama.bench.parse_perplexity import PerplexityResult, parse_perplexity
-from tqllama.synth import write_model
+from tqlab.synth import write_model
+from tqlab.tools import perplexity, run
 
 pytestmark = pytest.mark.slow
 
@@ -40,25 +38,6 @@ KLD_BOUNDS = {
     ("turbo3_qjl", "q8_0"): 0.50,
     ("turbo2_qjl", "q8_0"): 2.0,
 }
-
-
-def run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-
-
-def perplexity(binary: str, *args: str, env: dict[str, str] | None = None,
-               ) -> tuple[PerplexityResult, str]:
-    """One llama-perplexity run (verbosity 4: the KV cache line), parsed, with its stderr."""
-    for _ in range(3):
-        proc = run([binary, *args, "-t", "2", "-fa", "on", "-lv", "4"], env=env)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        try:
-            return parse_perplexity(proc.stdout + proc.stderr), proc.stderr
-        except ParseError:
-            # llama.cpp logs from a thread it does not join at exit: a run can lose its last
-            # lines (ggml-org/llama.cpp#22142); the same run again gives the same numbers
-            continue
-    raise AssertionError(f"three runs of {binary} lost the end of their output")
 
 
 @pytest.mark.parametrize(("ctk", "ctv"), list(KLD_BOUNDS))

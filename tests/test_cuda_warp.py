@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bitexact import (
+
+from tqlab.bitexact import (
     TURBO,
     adversarial_rows,
     boundary_rows,
@@ -27,7 +28,6 @@ from test_bitexact import (
     stage1_bits,
     tie_rows,
 )
-
 from tqllama.quant import qjl, tables
 
 pytestmark = pytest.mark.slow  # the patched tree (for ggml.h), a 10 s compile

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from gguf import GGUFReader, GGUFWriter
 
+from tqlab.synth import write_model
 from tqllama.errors import TqError
 from tqllama.ggufinfo import read_gguf
-from tqllama.synth import write_model
 
 
 def test_matches_gguf_reader(tmp_path: Path) -> None:

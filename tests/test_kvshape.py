@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from tqlab.synth import write_metadata
 from tqllama.errors import TqError
 from tqllama.ggufinfo import read_gguf
 from tqllama.kvshape import ModelShape, model_shape
-from tqllama.synth import write_metadata
 
 
 def meta_model(path: Path, arch: str, **keys: int | list[int] | list[bool]) -> Path:

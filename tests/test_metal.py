@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_bitexact import adversarial_rows, boundary_rows, random_rows, tie_rows
 
+from tqlab.bitexact import adversarial_rows, boundary_rows, random_rows, tie_rows
 from tqllama.build import check_platform
 from tqllama.cli import cli
 from tqllama.errors import TqError

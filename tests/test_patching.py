@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fake_llama import FILES, GGML_C, write_tree
 
+from tqlab.fake_llama import FILES, GGML_C, write_tree
 from tqllama.errors import TqError
 from tqllama.patching import Glue, check_patches, export_patches, make_tree, split_header
 from tqllama.source import fetch

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tqlab.synth import write_metadata, write_model
 from tqllama.cli import cli
 from tqllama.errors import TqError
 from tqllama.ggufinfo import read_gguf
@@ -22,7 +23,6 @@ from tqllama.plan import (
     parse_pair,
     unsupported,
 )
-from tqllama.synth import write_metadata, write_model
 from tqllama.types import cache_type
 
 F16, Q8_0, Q4_0 = cache_type("f16"), cache_type("q8_0"), cache_type("q4_0")
@@ -165,6 +165,14 @@ def test_parse_pair_and_ctx() -> None:
         parse_pair("f16/f16/f16")
     with pytest.raises(TqError, match="context size"):
         parse_ctx_list("4096,,8192")
+
+
+def test_parse_pair_is_the_sweeps_grammar() -> None:
+    assert parse_pair(" turbo4/turbo3 ") == (T4, T3)
+    with pytest.raises(TqError, match="K/V@bN"):
+        parse_pair("turbo2/turbo2@b")
+    with pytest.raises(TqError, match="pass turbo2/turbo2 instead of turbo2/turbo2@b2:f16/f16"):
+        parse_pair("turbo2/turbo2@b2:f16/f16")
 
 
 def run_plan(*args: str) -> tuple[int, str, str]:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tqlab.synth import write_model
 from tqllama.build import Manifest
 from tqllama.ggufinfo import read_gguf
 from tqllama.kvshape import model_shape
 from tqllama.plan import Settings, kv_size, unsupported
-from tqllama.synth import write_model
 from tqllama.types import cache_type
 
 pytestmark = pytest.mark.slow

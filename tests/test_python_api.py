@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_server import free_port, serve
 
+from tqlab.server import free_port, serve
 from tqllama import build, pywheel
 from tqllama.cli import cli
 from tqllama.paths import REPO_ROOT

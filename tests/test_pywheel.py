@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fake_llama import write_sdist
 
+from tqlab.fake_llama import write_sdist
 from tqllama import pywheel, source
 from tqllama.cli import cli
 from tqllama.errors import TqError

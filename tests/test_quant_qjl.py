@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from quant_spec import spec_qjl_block
 
+from tqlab.quant_spec import spec_qjl_block
 from tqllama.errors import TqError
 from tqllama.quant import tables
 from tqllama.quant.codebook import training_blocks

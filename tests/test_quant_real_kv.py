@@ -1,6 +1,6 @@
 """turbo on real K and V rows of SmolLM2-135M (slow: a NumPy forward pass, ~1-2 min).
 
-The rows come from tqllama.quant.llama_forward over the first 512 tokens of the
+The rows come from tqlab.llama_forward over the first 512 tokens of the
 wikitext-2 test set (scripts/dump_kv.py caches them; this test makes them when missing).
 After the turbo rotation R_64 = D H D they should behave like the Gaussian rows the
 codebooks were trained on: relative MSE within 10% of the Gaussian figure. The two-stage
@@ -12,13 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tqlab.ggmllib import GgmlCpu
+from tqlab.llama_forward import KvDump, LlamaGguf, collect_kv, kv_cache_path, load, save
 from tqllama import assets
-from tqllama.ggmllib import GgmlCpu
 from tqllama.quant import qjl
 from tqllama.quant.centring import centre_keys
 from tqllama.quant.codebook import relative_mse, training_blocks
 from tqllama.quant.hadamard import rotate
-from tqllama.quant.llama_forward import KvDump, LlamaGguf, collect_kv, kv_cache_path, load, save
 from tqllama.quant.turbo import TurboQuantMSE
 
 pytestmark = pytest.mark.slow

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from quant_spec import spec_block
 
+from tqlab.quant_spec import spec_block
 from tqllama.errors import TqError
 from tqllama.quant import tables
 from tqllama.quant.turbo import TurboQuantMSE, sub_block_scales

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fake_llama import FILES, write_sdist, write_tree
 
+from tqlab.fake_llama import FILES, write_sdist, write_tree
 from tqllama import source
 from tqllama.cli import cli
 from tqllama.errors import TqError

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tqlab.synth import write_model
 from tqllama.build import Manifest
 from tqllama.errors import TqError
 from tqllama.ggufinfo import read_gguf
 from tqllama.kvshape import model_shape
-from tqllama.synth import write_model
 
 VARIANTS = {
     "llama-head64": dict(),

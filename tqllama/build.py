@@ -27,20 +27,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TextIO
 
 import click
 
-from tqllama import paths, source
+from tqllama import paths, proc, source
+from tqllama.backends import check_backend
 from tqllama.errors import TqError
 from tqllama.patching import Glue, make_tree
 
-BACKENDS = ("cpu", "cuda", "metal")
 TOOLS = ("llama-server", "llama-cli", "llama-perplexity", "llama-bench")
 TEST_TOOLS = ("test-backend-ops", "test-quantize-fns")
 DEFAULT_CUDA_ARCH = "90"
@@ -128,8 +127,7 @@ _NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 def cmake_config_args(backend: str, tests: bool, cmake_args: Sequence[str] = (),
                       cuda_arch: str | None = None) -> list[str]:
     """The configure options that define a build (the build number and commit aside)."""
-    if backend not in BACKENDS:
-        raise TqError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    check_backend(backend)
     if cuda_arch is not None and backend != "cuda":
         raise TqError("--cuda-arch applies to --backend cuda only: drop it or add "
                       "--backend cuda")
@@ -322,12 +320,12 @@ def _build(backend: str, key: str, config: list[str], ghash: str, tests: bool,
     compile_ = ["cmake", "--build", str(bdir), "--config", "Release",
                 "-j", str(jobs or os.cpu_count() or 2), "--target", *targets]
     _forget_stale_configuration(bdir, config, ninja=bool(generator))
-    with log.open("w", buffering=1) as log_file:  # line-buffered: `tail -f` follows it
-        click.echo("tqllama: configuring with cmake ...", err=True)
-        _run_logged(configure, log_file, log, "cmake configure", show_progress=False)
-        (bdir / _CONFIGURED).write_text(json.dumps(config) + "\n")
-        click.echo(f"tqllama: building {', '.join(targets)} ...", err=True)
-        _run_logged(compile_, log_file, log, "the build", show_progress=True)
+    click.echo("tqllama: configuring with cmake ...", err=True)
+    proc.run(configure, log, what="cmake configure")
+    (bdir / _CONFIGURED).write_text(json.dumps(config) + "\n")
+    click.echo(f"tqllama: building {', '.join(targets)} ...", err=True)
+    with proc.BuildSteps() as steps:
+        proc.run(compile_, log, append=True, what="the build", on_line=steps.line)
 
     binaries = {t: str(bdir / "bin" / t) for t in targets}
     missing = [t for t, p in binaries.items() if not Path(p).is_file()]
@@ -493,10 +491,10 @@ def _first_tool(*names: str | None) -> str | None:
 def _version(exe: str) -> str:
     """One line naming the tool's version (nvcc puts it on its last line)."""
     try:
-        proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
+        result = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in result.stdout.splitlines() if ln.strip()]
     if not lines:
         return "unknown"
     return lines[-1] if Path(exe).name == "nvcc" else lines[0]
@@ -513,84 +511,3 @@ def _libraries(bin_dir: Path) -> dict[str, str]:
     """Shared libraries by file name (libggml-base.so, ...), for ctypes users."""
     found = [p for pattern in ("lib*.so", "lib*.dylib", "*.dll") for p in bin_dir.glob(pattern)]
     return {p.name: str(p) for p in sorted(found)}
-
-
-_PROGRESS = re.compile(r"^\[\s*(\d+)/(\d+)\]|^\[\s*(\d+)%\]")
-
-
-def _run_logged(cmd: list[str], log_file: TextIO, log: Path, what: str, *,
-                show_progress: bool, env: Mapping[str, str] | None = None) -> None:
-    """Run `cmd`, copy its output to the log, show `[n/N]` progress on one terminal line."""
-    log_file.write(f"$ {' '.join(cmd)}\n")
-    log_file.flush()
-    progress = _Progress() if show_progress else None
-    tail: list[str] = []
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace", env=env) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log_file.write(line)
-            tail.append(line.rstrip())
-            del tail[:-200]
-            if progress:
-                progress.update(line)
-    if progress:
-        progress.finish()
-    log_file.flush()
-    if proc.returncode != 0:
-        raise TqError(f"{what} failed: {_excerpt(tail)} (full log: {log})")
-
-
-def _excerpt(lines: Sequence[str]) -> str:
-    """A few log lines that say why a step failed: the first errors, then the last lines."""
-    picked: list[str] = []
-    for i, line in enumerate(lines):
-        if len(picked) >= 3:
-            break
-        if re.search(r"\berror\b", line, re.IGNORECASE):
-            picked.append(line)
-            if line.startswith("CMake Error") and (message := _cmake_message(lines[i + 1:])):
-                picked.append(" ".join(message))
-    picked += [ln for ln in lines if ln.strip()][-2:]
-    short = [ln.strip()[:200] for ln in dict.fromkeys(picked)]
-    return " | ".join(short[:5])
-
-
-def _cmake_message(lines: Sequence[str]) -> list[str]:
-    """The first lines of the indented message CMake writes under "CMake Error at ..."."""
-    message: list[str] = []
-    for line in lines:
-        if line.strip() and not line.startswith(" "):
-            break
-        if line.strip():
-            message.append(line.strip())
-    return message[:4]
-
-
-class _Progress:
-    """A single updating `[n/N] what` line on a terminal; every 10% elsewhere (CI logs)."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.shown_decile = -1
-        self.active = False
-
-    def update(self, line: str) -> None:
-        match = _PROGRESS.match(line)
-        if not match:
-            return
-        if match[3] is not None:
-            done, total = int(match[3]), 100
-        else:
-            done, total = int(match[1]), int(match[2])
-        if self.tty:
-            width = shutil.get_terminal_size().columns - 1
-            click.echo("\r" + line.rstrip()[:width].ljust(width), nl=False, err=True)
-            self.active = True
-        elif (decile := 10 * done // max(total, 1)) > self.shown_decile:
-            self.shown_decile = decile
-            click.echo(f"tqllama: build {done}/{total}", err=True)
-
-    def finish(self) -> None:
-        if self.active:
-            click.echo(err=True)

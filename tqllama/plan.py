@@ -22,19 +22,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tqllama.cachepair import CachePair
 from tqllama.errors import TqError
 from tqllama.kvshape import ModelShape
 from tqllama.types import CacheType, cache_type
 
-DEFAULT_PAIRS: tuple[tuple[str, str], ...] = (
-    ("f16", "f16"),
-    ("q8_0", "q8_0"),
-    ("q4_0", "q4_0"),
-    ("turbo4", "turbo4"),
-    ("turbo4", "turbo3"),
-    ("turbo3", "turbo3"),
-    ("turbo2", "turbo2"),
-)
+# `--cache` when none is given
+DEFAULT_PAIRS = ("f16/f16", "q8_0/q8_0", "q4_0/q4_0", "turbo4/turbo4", "turbo4/turbo3",
+                 "turbo3/turbo3", "turbo2/turbo2")
 
 CTX_PAD = 256  # llama_context and the SWA cache both round cells up to this
 MAX_CTX = 1 << 24  # search bound for the longest context that fits
@@ -165,11 +160,16 @@ def parse_memory(text: str) -> int:
 
 
 def parse_pair(text: str) -> tuple[CacheType, CacheType]:
-    """'q8_0/turbo3' -> (K type, V type); a single name means the same type for both."""
-    names = text.split("/")
-    if len(names) > 2 or not all(names):
-        raise TqError(f"cannot read cache pair {text!r}: write K/V, e.g. turbo4/turbo3")
-    return cache_type(names[0]), cache_type(names[-1])
+    """'q8_0/turbo3' -> (K type, V type); a single name means the same type for both.
+
+    The grammar is the sweep's (CachePair). Plan sizes one K and one V type for every layer,
+    so a pair with boundary layers (`K/V@bN`) is refused.
+    """
+    pair = CachePair.parse(text if "/" in text else f"{text}/{text}")
+    if pair.boundary:
+        raise TqError(f"plan sizes caches with one K and one V type for every layer, not "
+                      f"boundary layers: pass {pair.plain.label} instead of {text}")
+    return cache_type(pair.k), cache_type(pair.v)
 
 
 def parse_ctx_list(text: str) -> list[int]:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import click
 
-from tqllama import build, paths, source
+from tqllama import build, paths, proc, source
 from tqllama.errors import TqError
 from tqllama.patching import Glue, apply_patch, make_tree
 
@@ -91,10 +91,10 @@ def build_wheel(backend: str = "cpu", jobs: int | None = None, cmake_args: Seque
 def install_wheel(wheel: Path) -> None:
     """Install the wheel into the running interpreter's environment (pip, with its deps)."""
     cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", str(wheel)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        reason = lines[-1].strip() if lines else f"pip exited with {proc.returncode}"
+    pip = subprocess.run(cmd, capture_output=True, text=True)
+    if pip.returncode != 0:
+        lines = [ln for ln in (pip.stderr + pip.stdout).splitlines() if ln.strip()]
+        reason = lines[-1].strip() if lines else f"pip exited with {pip.returncode}"
         raise TqError(f"pip could not install {wheel.name} ({reason}); install it by hand "
                       f"with `pip install {wheel}`")
 
@@ -137,14 +137,14 @@ def _build_wheel(backend: str, key: str, config: list[str], jobs: int | None, gl
     env = {**os.environ, "CMAKE_ARGS": shlex.join(config),
            "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs or os.cpu_count() or 2)}
     log = bdir / "build.log"
-    with tempfile.TemporaryDirectory(dir=root, prefix=".wheel-") as scratch, \
-            log.open("w", buffering=1) as log_file:
+    with tempfile.TemporaryDirectory(dir=root, prefix=".wheel-") as scratch:
         # -v streams the backend's cmake and ninja output (the [n/N] progress) to the log
         cmd = [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation",
                "--disable-pip-version-check", "-w", scratch, "-C", f"build-dir={bdir}",
                "-C", "cmake.build-type=Release", str(stable)]
         click.echo("tqllama: building the llama-cpp-python wheel ...", err=True)
-        build._run_logged(cmd, log_file, log, "the wheel build", show_progress=True, env=env)
+        with proc.BuildSteps() as steps:
+            proc.run(cmd, log, what="the wheel build", env=env, on_line=steps.line)
         wheels = list(Path(scratch).glob("llama_cpp_python-*.whl"))
         if len(wheels) != 1:
             raise TqError(f"pip wheel finished without one llama_cpp_python wheel; see {log}")

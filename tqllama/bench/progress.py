@@ -3,14 +3,15 @@
 Runs of the same group (perplexity; speed at one depth) take about as long as each
 other: the ETA counts the mean duration of each group's finished runs for what is left of
 it. A group with nothing finished yet is guessed from its share of work (roughly, tokens
-processed) at the pace of everything finished so far. On a terminal a status line also
-shows the run in flight.
+processed) at the pace of everything finished so far. On a terminal the status line of
+tqllama.proc also shows the run in flight.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import TextIO
+
+from tqllama.proc import StatusLine
 
 
 def _clock(seconds: float) -> str:
@@ -20,22 +21,15 @@ def _clock(seconds: float) -> str:
 
 class Progress:
     def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.live = self.stream.isatty() if live is None else live
+        self.display = StatusLine(stream, live)
         self.todo: list[tuple[str, float]] = []  # (group, work) of each run still to do
         self.done: dict[str, list[tuple[float, float]]] = {}  # group -> (seconds, work)
         self.total = 0
         self.index = 0
         self.label = ""
 
-    def _print(self, line: str) -> None:
-        if self.live:
-            line = "\r\033[K" + line
-        self.stream.write(line + "\n")
-        self.stream.flush()
-
     def note(self, message: str) -> None:
-        self._print(message)
+        self.display.print(message)
 
     def start(self, todo: list[tuple[str, float]], skipped: int) -> None:
         """(group, work) of the runs to do, in order; `skipped` runs were already stored."""
@@ -43,7 +37,7 @@ class Progress:
         self.total = len(todo) + skipped
         self.index = skipped
         if skipped:
-            self._print(f"{skipped} of {self.total} runs already stored: skipping them")
+            self.display.print(f"{skipped} of {self.total} runs already stored: skipping them")
 
     def _estimate(self, group: str, work: float) -> float | None:
         known = self.done.get(group)
@@ -67,21 +61,19 @@ class Progress:
     def begin(self, label: str) -> None:
         self.index += 1
         self.label = label
-        if not self.live:
-            self._print(f"[{self.index}/{self.total}] {label} ...")
+        if not self.display.live:
+            self.display.print(f"[{self.index}/{self.total}] {label} ...")
 
     def tick(self, elapsed: float) -> None:
-        if self.live:
-            self.stream.write(f"\r\033[K[{self.index}/{self.total}] {self.label}  "
-                              f"{_clock(elapsed)}  ETA {self.eta(elapsed)}")
-            self.stream.flush()
+        self.display.show(f"[{self.index}/{self.total}] {self.label}  {_clock(elapsed)}  "
+                          f"ETA {self.eta(elapsed)}")
 
     def end(self, label: str, seconds: float, summary: str) -> None:
         group, work = self.todo.pop(0)
         self.done.setdefault(group, []).append((seconds, work))
-        self._print(f"[{self.index}/{self.total}] {label}  {_clock(seconds)}  {summary}  "
-                    f"(ETA {self.eta()})")
+        self.display.print(f"[{self.index}/{self.total}] {label}  {_clock(seconds)}  "
+                           f"{summary}  (ETA {self.eta()})")
 
     def failed(self, label: str, message: str) -> None:
         self.todo.pop(0)
-        self._print(f"[{self.index}/{self.total}] {label}  FAILED: {message}")
+        self.display.print(f"[{self.index}/{self.total}] {label}  FAILED: {message}")

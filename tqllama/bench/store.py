@@ -19,7 +19,7 @@ from typing import Any
 
 from tqllama.bench.parse_bench import BenchRow
 from tqllama.bench.parse_perplexity import PerplexityResult
-from tqllama.bench.presets import BOUNDARY_DEFAULT, CachePair
+from tqllama.cachepair import BOUNDARY_DEFAULT, CachePair
 from tqllama.errors import TqError
 
 RESULTS_FILE = "results.jsonl"

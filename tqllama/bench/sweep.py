@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from tqllama import assets
+from tqllama.backends import check_backend
 from tqllama.bench import base_logits
 from tqllama.bench.logtext import ParseError
 from tqllama.bench.parse_bench import parse_bench
 from tqllama.bench.parse_perplexity import PerplexityResult, parse_perplexity
-from tqllama.bench.presets import CachePair, preset
+from tqllama.bench.presets import preset
 from tqllama.bench.progress import Progress
 from tqllama.bench.runner import diagnose, run_logged
 from tqllama.bench.store import FileRef, RunRecord, Store
+from tqllama.cachepair import CachePair
 from tqllama.errors import TqError
 from tqllama.source import sha256_file
 from tqllama.types import CACHE_TYPES
@@ -39,7 +41,6 @@ else:  # pragma: no cover - Python 3.10
 
 PERPLEXITY = "llama-perplexity"
 BENCH = "llama-bench"
-BACKENDS = ("cpu", "cuda", "metal")
 DEFAULT_OUT = Path("tqllama-results")
 
 
@@ -459,8 +460,7 @@ def _kld_summary(result: PerplexityResult) -> str:
 def prepare(settings: SweepSettings, progress: Progress) -> Sweep:
     """Resolve binaries, model and text; check the cache types; a Sweep ready to execute."""
     s = settings
-    if s.backend not in BACKENDS:
-        raise TqError(f"unknown backend {s.backend!r}: use one of {', '.join(BACKENDS)}")
+    check_backend(s.backend)
     if s.ctx < 8 or s.chunks < 1 or s.threads < 1 or s.reps < 1:
         raise TqError("--ctx, --chunks, --threads and --reps must be positive (ctx at least 8)")
     if s.n_prompt < 0 or s.n_gen < 0 or (s.depths and not (s.n_prompt or s.n_gen)):

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tqllama.bench.parse_perplexity import Estimate
-from tqllama.bench.presets import CachePair
 from tqllama.bench.store import RunRecord
+from tqllama.cachepair import CachePair
 from tqllama.errors import TqError
 from tqllama.types import CACHE_TYPES
 

@@ -8,12 +8,12 @@ from typing import Any
 import click
 
 from tqllama import assets
+from tqllama.backends import BACKENDS
 from tqllama.bench import base_logits, table
-from tqllama.bench.presets import PRESETS, CachePair
+from tqllama.bench.presets import PRESETS
 from tqllama.bench.progress import Progress
 from tqllama.bench.store import Store
 from tqllama.bench.sweep import (
-    BACKENDS,
     DEFAULT_OUT,
     SweepSettings,
     load_config,
@@ -21,6 +21,7 @@ from tqllama.bench.sweep import (
     parse_depths,
     prepare,
 )
+from tqllama.cachepair import CachePair
 from tqllama.errors import TqError
 
 _DEFAULTS = SweepSettings()

@@ -9,12 +9,13 @@ import click
 
 from tqllama import build as build_mod
 from tqllama import patching, pywheel, source
+from tqllama.backends import BACKENDS
 from tqllama.errors import TqError
 
 _SRC = click.option("--src", type=click.Path(file_okay=False, path_type=Path),
                     help="Use this llama.cpp checkout (commit "
                     f"{source.PIN.commit}) instead of the pinned sdist.")
-_BACKEND = click.option("--backend", type=click.Choice(build_mod.BACKENDS), default="cpu",
+_BACKEND = click.option("--backend", type=click.Choice(BACKENDS), default="cpu",
                         show_default=True)
 
 

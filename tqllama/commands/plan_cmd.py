@@ -10,7 +10,6 @@ from tqllama import plan as planmod
 from tqllama.ggufinfo import read_gguf
 from tqllama.kvshape import model_shape
 from tqllama.planreport import to_json, to_markdown
-from tqllama.types import cache_type
 
 
 @click.command()
@@ -43,8 +42,7 @@ def plan(model: Path, ctx_text: str | None, memory_text: str | None, n_seq: int,
     """
     shape = model_shape(read_gguf(model))
     contexts = planmod.parse_ctx_list(ctx_text) if ctx_text else planmod.default_contexts(shape)
-    pairs = ([planmod.parse_pair(p) for p in cache_pairs] if cache_pairs else
-             [(cache_type(k), cache_type(v)) for k, v in planmod.DEFAULT_PAIRS])
+    pairs = [planmod.parse_pair(p) for p in cache_pairs or planmod.DEFAULT_PAIRS]
     budget = planmod.parse_memory(memory_text) if memory_text is not None else None
     settings = planmod.Settings(n_seq=n_seq, unified=kv_unified, n_ubatch=ubatch,
                                 swa_full=swa_full)

@@ -2,7 +2,7 @@
 
 Tests use it to prove that the C quantizers (the reference of libggml-base and the SIMD
 `from_float` of libggml-cpu that writes the KV cache) and the NumPy reference agree byte
-for byte; `tqllama verify` could use it to compare them on a user's machine.
+for byte.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ class LlamaGguf:
 
 def collect_kv(model: Path, text: Path, n_tokens: int) -> KvDump:
     """The first n_tokens of `text` (tokenized with the GGUF's BPE vocab) through `model`."""
-    from tqllama.quant.bpe import BpeTokenizer
+    from tqlab.bpe import BpeTokenizer
 
     llama = LlamaGguf(model)
     tokenizer = BpeTokenizer.from_gguf(llama.reader)

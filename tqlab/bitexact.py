@@ -1,0 +1,72 @@
+"""What the byte-exact checks share: the turbo types' bits, their NumPy reference
+quantizers, and rows that probe the format's edges (tests/test_bitexact.py on the CPU,
+tests/test_cuda_warp.py and tests/test_metal.py on the GPU kernels' emulations)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tqllama.quant import qjl, tables
+from tqllama.quant.turbo import TurboQuantMSE, scale_from_code
+
+TURBO = {"turbo2": 2, "turbo3": 3, "turbo4": 4,
+         "turbo2_qjl": 2, "turbo3_qjl": 3, "turbo4_qjl": 4}
+
+
+def reference(name: str) -> TurboQuantMSE | qjl.TurboQuant:
+    bits = TURBO[name]
+    return qjl.TurboQuant(bits) if name.endswith("_qjl") else TurboQuantMSE(bits)
+
+
+def stage1_bits(name: str) -> int:
+    """The bits of the scale search a type runs: its own, or its stage 1's."""
+    return TURBO[name] - name.endswith("_qjl")
+
+
+def random_rows(rng: np.random.Generator, n: int, width: int) -> np.ndarray:
+    """Gaussian rows whose scale spreads over 40 octaves, as K and V rows of real models do."""
+    scale = 2.0 ** rng.uniform(-24, 16, size=(n, 1))
+    return (rng.standard_normal((n, width)) * scale).astype(np.float32)
+
+
+def adversarial_rows(rng: np.random.Generator) -> np.ndarray:
+    """Rows at the edges of the format: zeros, outliers, denormals, ties, NaN and Inf."""
+    f32 = np.finfo(np.float32)
+    rows = [
+        np.zeros(64),
+        np.full(64, 65504.0),
+        np.full(64, -1e30),
+        np.r_[np.zeros(63), 1e4],
+        np.r_[np.full(32, 1e-3), np.full(32, 1e3)],  # sub-blocks 20 octaves apart
+        np.r_[np.zeros(32), rng.standard_normal(32)],  # one zero sub-block
+        np.full(64, f32.smallest_subnormal),
+        np.full(64, f32.tiny) * rng.standard_normal(64),
+        rng.standard_normal(64) * 1e-38,
+        np.r_[np.nan, np.inf, -np.inf, rng.standard_normal(61)],
+        np.full(64, np.nan),
+        np.round(rng.standard_normal(64) * 4) / 4,  # many exact ties between candidates
+        np.arange(64) - 31.5,
+    ]
+    return np.asarray(rows, dtype=np.float32)
+
+
+def tie_rows(bits: int) -> np.ndarray:
+    """Constant rows halfway between the reconstructions of two candidate scales: the
+    scale search meets exact ties there (turbo3, turbo4), which the first candidate wins."""
+    kv = tables.kvalues(bits).astype(np.float32)
+    mids = [(scale_from_code(k) * a + scale_from_code(k + dk) * b) / np.float32(2)
+            for k in range(200, 216) for dk in range(1, 9) for a in kv for b in kv]
+    mids = np.unique(np.array([m for m in mids if m > 0], dtype=np.float32))
+    return np.repeat(mids[:, None], 64, axis=1)
+
+
+def boundary_rows(bits: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows whose amax / CBMAX is exactly M[i] * 2^e: step 2's `M[i] >= u` at equality."""
+    cbmax = np.float32(np.abs(tables.kvalues(bits)).max())
+    mant = tables.scale_mant().astype(np.float32)
+    t = (mant[None, :] * np.float32(2.0) ** np.arange(-20, 10, dtype=np.float32)[:, None]).ravel()
+    amax = (t * cbmax).astype(np.float32)
+    amax = amax[amax / cbmax == t]
+    rows = rng.uniform(-1, 1, size=(len(amax), 64)).astype(np.float32) * amax[:, None]
+    rows[:, 0], rows[:, 40] = amax, -amax
+    return rows
