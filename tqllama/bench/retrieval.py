@@ -10,20 +10,14 @@ part before the key from one trial to the next (trials run longest prefix first)
 
 from __future__ import annotations
 
-import json
 import random
 import re
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqllama.errors import TqError
+from tqllama.serve import post, server
 
 NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key. "
 QUESTION = " What is the pass key? The pass key is"
@@ -58,67 +52,6 @@ def trials(lengths: Sequence[int], depths: Sequence[float], seed: int = 0) -> li
     rng = random.Random(seed)
     out = [Trial(n, d, str(rng.randrange(10_000, 100_000))) for n in lengths for d in depths]
     return sorted(out, key=lambda t: -t.length * t.depth)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(url: str, body: dict, timeout: float = 3600) -> tuple[int, dict]:
-    """POST JSON; the status and the JSON answer, error answers included."""
-    req = urllib.request.Request(url, data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
-
-
-@contextmanager
-def serve(cmd: list[str], log: Path, health_url: str, timeout: float = 300,
-          env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a server until `health_url` answers 200; stop it on the way out. A server that
-    exits or never answers is a TqError quoting its log's last line."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-                raise TqError(f"{Path(cmd[0]).name} exited with {proc.returncode} before it "
-                              f"served: {tail[-1] if tail else 'no output'} (log: {log})")
-            try:
-                with urllib.request.urlopen(health_url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TqError(f"{Path(cmd[0]).name} did not answer {health_url} within "
-                              f"{timeout:.0f} s (log: {log})")
-            time.sleep(0.5)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
-def server(binary: Path, model: Path, log: Path, *args: str) -> Iterator[str]:
-    """llama-server on a free loopback port; yields its base URL."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), *args]
-    with serve(cmd, log, f"{url}/health"):
-        yield url
 
 
 def _tokens(url: str, text: str) -> list[int]:
