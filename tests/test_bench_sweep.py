@@ -158,3 +158,28 @@ def test_tool_crash_names_the_log(tiny: list[str], tmp_path: Path):
     assert "llama-perplexity exited with" in line and "log: " in line
     log = Path(line.rsplit("log: ", 1)[1].rstrip(")"))
     assert log.is_file() and log.parent.parent == tmp_path / "out"
+
+
+def test_passkey_runs_are_stored_and_tabled(tiny: list[str], tmp_path: Path):
+    """--passkey adds one llama-server run per pair: stored with every trial's answer, shown
+    as found/tried per prompt length, skipped when the sweep runs again."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = [*tiny[: tiny.index("--cache")], "--cache", "q8_0/q8_0", "--ctx", "128", "--chunks",
+            "1", "--depths", "", "--threads", "2", "--passkey", "512", "--passkey-depths",
+            "0.2,0.8", "--out", str(out)]
+    proc = _tqllama(args, cache)
+    table, err = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, err
+    records = [r for r in Store(out).load().values() if r.kind == "passkey"]
+    assert len(records) == 1
+    passkey = records[0].passkey
+    assert passkey["tried"] == 2 and passkey["by_length"] == {"512": [passkey["found"], 2]}
+    assert {(t["length"], t["depth"]) for t in passkey["trials"]} == {(512, 0.2), (512, 0.8)}
+    assert all(t["answer"] for t in passkey["trials"])
+    header = next(line for line in table.splitlines() if line.startswith("| K/V"))
+    assert "passkey 512" in header
+    row = next(line for line in table.splitlines() if line.startswith("| q8_0/q8_0"))
+    assert f"| {passkey['found']}/2 |" in row
+    again = _tqllama(args, cache)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0 and "2 of 2 runs already stored" in err

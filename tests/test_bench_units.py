@@ -177,3 +177,34 @@ def test_config_file_types_are_checked(tmp_path: Path):
     cfg.write_text('chunks = "16"\n')
     with pytest.raises(TqError, match="chunks must be int"):
         load_config(cfg)
+
+
+def test_preset_long_sets_context_and_passkey_but_options_win(tmp_path: Path):
+    from tqllama.bench.sweep import settings_from
+
+    none = {"ctx": None, "chunks": None, "depths": None, "passkey": None,
+            "passkey_depths": None, "passkey_keys": None}
+    long = settings_from(None, (), "long", **none)
+    assert (long.ctx, long.chunks, long.depths) == (8192, 4, ())
+    assert long.passkey == (2048, 4096, 8192) and long.passkey_depths == (0.1, 0.5, 0.9)
+    assert "turbo4/turbo4" in [p.label for p in long.pairs]
+    mine = settings_from(None, (), "long", **{**none, "ctx": 4096, "passkey": "1024,2048",
+                                               "passkey_depths": "0.25"})
+    assert (mine.ctx, mine.chunks, mine.passkey, mine.passkey_depths) == (
+        4096, 4, (1024, 2048), (0.25,))
+    config = tmp_path / "s.toml"
+    config.write_text("chunks = 8\npasskey = [4096]\n")
+    from_file = settings_from(config, (), "long", **none)
+    assert (from_file.ctx, from_file.chunks, from_file.passkey) == (8192, 8, (4096,))
+    assert settings_from(None, (), None, **none).passkey == ()
+
+
+@pytest.mark.parametrize(("option", "value"), [("passkey", "2048,abc"), ("passkey", "32"),
+                                               ("passkey_depths", "0.5,1.0"),
+                                               ("passkey_depths", "-0.1")])
+def test_bad_passkey_options_are_one_line(option: str, value: str):
+    from tqllama.bench.sweep import settings_from
+
+    with pytest.raises(TqError, match=f"--{option.replace('_', '-')} must be") as err:
+        settings_from(None, (), None, **{option: value})
+    assert "\n" not in str(err.value)

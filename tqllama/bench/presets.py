@@ -33,6 +33,11 @@ _SEED = _pairs(
 ) + _QJL
 
 
+# Long context (issue 16): KLD at c=8192 and passkey retrieval at depth, for the pairs whose
+# lead matters there; sized for about 30 minutes on 2 cores with SmolLM2 (see LONG_SETTINGS).
+_LONG = _pairs("q8_0/q8_0", "q4_0/q4_0", "turbo4/turbo4", "turbo4/turbo3", "q8_0/turbo4")
+
+
 def _union(*groups: tuple[CachePair, ...]) -> tuple[CachePair, ...]:
     return tuple(dict.fromkeys(p for group in groups for p in group))
 
@@ -42,6 +47,15 @@ PRESETS: dict[str, tuple[CachePair, ...]] = {
     "asymmetric": _ASYMMETRIC,
     "full": _union(_DEFAULT, _ASYMMETRIC, _pairs("iq4_nl/iq4_nl"), _QJL),
     "seed": _union(_SEED),
+    "long": _LONG,
+}
+
+# What a preset sets besides its pairs; an option given on the command line (or in --config)
+# wins. `long`: 4 chunks of 8192 tokens (32K scored tokens per pair), no llama-bench, one key
+# per depth (10%, 50%, 90%) of prompts of 2048, 4096 and 8192 tokens. On a model trained for
+# longer contexts add e.g. --ctx 32768 --passkey 8192,16384,32768.
+PRESET_SETTINGS: dict[str, dict[str, object]] = {
+    "long": {"ctx": 8192, "chunks": 4, "depths": (), "passkey": (2048, 4096, 8192)},
 }
 
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqllama.errors import TqError
 from tqllama.serve import post, server
@@ -47,10 +48,13 @@ class Outcome:
         return m is not None and m.group() == self.trial.key
 
 
-def trials(lengths: Sequence[int], depths: Sequence[float], seed: int = 0) -> list[Trial]:
-    """One trial per length and depth, each with its own 5-digit key; longest prefix first."""
+def trials(lengths: Sequence[int], depths: Sequence[float], keys: int = 1,
+           seed: int = 0) -> list[Trial]:
+    """`keys` trials per length and depth, each with its own 5-digit key; longest prefix
+    first (a stable sort: keys of one cell keep their order)."""
     rng = random.Random(seed)
-    out = [Trial(n, d, str(rng.randrange(10_000, 100_000))) for n in lengths for d in depths]
+    out = [Trial(n, d, str(rng.randrange(10_000, 100_000)))
+           for n in lengths for d in depths for _ in range(keys)]
     return sorted(out, key=lambda t: -t.length * t.depth)
 
 
@@ -88,24 +92,31 @@ def run_trials(url: str, haystack: str, planned: Sequence[Trial]) -> list[Outcom
 
 
 def passkey(binary: Path, model: Path, text: Path, cache_args: Sequence[str], log: Path,
-            lengths: Sequence[int], depths: Sequence[float], threads: int | None = None,
-            ) -> list[Outcome]:
+            lengths: Sequence[int], depths: Sequence[float], keys: int = 1,
+            threads: int | None = None, extra_args: Sequence[str] = ()) -> list[Outcome]:
     """All trials for one cache configuration (`-ctk ... -ctv ...` in `cache_args`)."""
-    planned = trials(lengths, depths)
+    planned = trials(lengths, depths, keys)
     ctx = max(lengths) + MARGIN
     # the prompt needs at most ~6 characters per token of text
     haystack = text.read_text(encoding="utf-8", errors="replace")[: 6 * ctx]
-    args = ["-c", str(ctx), "-np", "1", "-fa", "on", "--no-warmup", *cache_args]
+    args = ["-c", str(ctx), "-np", "1", "-fa", "on", "--no-warmup", *cache_args, *extra_args]
     if threads:
         args += ["-t", str(threads)]
     with server(binary, model, log, *args) as url:
         return run_trials(url, haystack, planned)
 
 
-def summary(outcomes: Sequence[Outcome]) -> dict[str, object]:
-    """Found / tried, and which trials found the key, for the results store."""
+def summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """Found / tried per prompt length, and every trial's answer, for the results store."""
+    by_length: dict[str, list[int]] = {}
+    for o in outcomes:
+        found_tried = by_length.setdefault(str(o.trial.length), [0, 0])
+        found_tried[0] += o.found
+        found_tried[1] += 1
     return {
         "found": sum(o.found for o in outcomes),
         "tried": len(outcomes),
-        "trials": {o.trial.label: o.found for o in outcomes},
+        "by_length": by_length,
+        "trials": [{"length": o.trial.length, "depth": o.trial.depth, "key": o.trial.key,
+                    "answer": o.answer, "found": o.found} for o in outcomes],
     }

@@ -38,7 +38,8 @@ class RunRecord:
     """One finished run: what ran, on what, and the numbers its log holds."""
 
     key: str
-    kind: str  # "base" (f16 logits for KLD), "kld" (llama-perplexity) or "bench" (llama-bench)
+    kind: str  # "base" (f16 logits for KLD), "kld" (llama-perplexity), "passkey" (llama-server)
+    #            or "bench" (llama-bench)
     type_k: str
     type_v: str
     params: dict[str, Any]  # what determines the result besides the files: ctx, depth, ...
@@ -52,6 +53,8 @@ class RunRecord:
     seconds: float
     perplexity: PerplexityResult | None = None
     bench: tuple[BenchRow, ...] = field(default_factory=tuple)
+    # the passkey check (tqllama.bench.retrieval.summary): found, tried, by_length, trials
+    passkey: dict[str, Any] | None = None
     # boundary layers (--cache-boundary-layers): absent from records made before they existed
     boundary: int = 0
     type_k_boundary: str = BOUNDARY_DEFAULT

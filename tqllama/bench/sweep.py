@@ -1,4 +1,5 @@
-"""A sweep: the f16 base once, then llama-perplexity (KLD) and llama-bench for every K/V pair.
+"""A sweep: the f16 base once, then llama-perplexity (KLD), the passkey check at depth
+(llama-server, when asked for) and llama-bench for every K/V pair.
 
 Every finished run goes into the Store at once; a rerun skips the runs whose key (what
 determines the result: binaries, model, text, settings) is already there, so Ctrl-C and
@@ -13,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -21,11 +23,11 @@ from typing import Any
 
 from tqllama import assets
 from tqllama.backends import check_backend
-from tqllama.bench import base_logits
+from tqllama.bench import base_logits, retrieval
 from tqllama.bench.logtext import ParseError
 from tqllama.bench.parse_bench import parse_bench
 from tqllama.bench.parse_perplexity import PerplexityResult, parse_perplexity
-from tqllama.bench.presets import preset
+from tqllama.bench.presets import PRESET_SETTINGS, preset
 from tqllama.bench.progress import Progress
 from tqllama.bench.runner import diagnose, run_logged
 from tqllama.bench.store import FileRef, RunRecord, Store
@@ -41,6 +43,7 @@ else:  # pragma: no cover - Python 3.10
 
 PERPLEXITY = "llama-perplexity"
 BENCH = "llama-bench"
+SERVER = "llama-server"
 DEFAULT_OUT = Path("tqllama-results")
 
 
@@ -60,6 +63,9 @@ class SweepSettings:
     n_prompt: int = 512
     n_gen: int = 64
     reps: int = 2
+    passkey: tuple[int, ...] = ()  # passkey prompt lengths (tokens); none: no passkey check
+    passkey_depths: tuple[float, ...] = (0.1, 0.5, 0.9)
+    passkey_keys: int = 1  # trials per length and depth
     bin_dir: Path | None = None
     force: bool = False
     keep_going: bool = False
@@ -77,6 +83,30 @@ def parse_depths(value: Any) -> tuple[int, ...]:
     return out
 
 
+def parse_passkey(value: Any) -> tuple[int, ...]:
+    """`2048,8192` or a TOML list: passkey prompt lengths in tokens."""
+    return _numbers(value, int, "--passkey", "prompt lengths in tokens like 2048,8192",
+                    lambda x: x >= 64)
+
+
+def parse_passkey_depths(value: Any) -> tuple[float, ...]:
+    """`0.1,0.5,0.9` or a TOML list: where the key sits, as fractions of the prompt."""
+    return _numbers(value, float, "--passkey-depths", "fractions like 0.1,0.5,0.9",
+                    lambda x: 0.0 <= x < 1.0)
+
+
+def _numbers(value: Any, kind: type, option: str, what: str, ok: Callable[[Any], bool],
+             ) -> tuple[Any, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        out = tuple(kind(str(x).strip()) for x in items if str(x).strip())
+    except (TypeError, ValueError):
+        raise TqError(f"{option} must be {what}: got {value!r}") from None
+    if not all(ok(x) for x in out):
+        raise TqError(f"{option} must be {what}: got {value!r}")
+    return out
+
+
 def pairs_from(preset_name: str | None, caches: Sequence[str]) -> tuple[CachePair, ...]:
     """The preset's pairs, then any explicit `--cache K/V`; the default preset when neither."""
     pairs = list(preset(preset_name)) if preset_name else []
@@ -87,7 +117,8 @@ def pairs_from(preset_name: str | None, caches: Sequence[str]) -> tuple[CachePai
 _CONFIG_KEYS = {f for f in SweepSettings.__dataclass_fields__ if f != "pairs"} | {
     "preset", "caches"}
 _CONFIG_TYPES: dict[str, type] = {
-    **dict.fromkeys(("ctx", "chunks", "threads", "n_prompt", "n_gen", "reps"), int),
+    **dict.fromkeys(("ctx", "chunks", "threads", "n_prompt", "n_gen", "reps", "passkey_keys"),
+                    int),
     **dict.fromkeys(("model", "text", "backend", "out", "bin_dir", "preset"), str),
     **dict.fromkeys(("force", "keep_going"), bool),
     "caches": list,
@@ -116,11 +147,33 @@ def load_config(path: Path) -> dict[str, Any]:
         out["pairs"] = pairs_from(data.pop("preset", None), data.pop("caches", []))
     if "depths" in data:
         out["depths"] = parse_depths(data.pop("depths"))
+    if "passkey" in data:
+        out["passkey"] = parse_passkey(data.pop("passkey"))
+    if "passkey_depths" in data:
+        out["passkey_depths"] = parse_passkey_depths(data.pop("passkey_depths"))
     for key in ("out", "bin_dir"):
         if key in data:
             out[key] = Path(data.pop(key)).expanduser()
     out.update(data)
     return out
+
+
+def settings_from(config: Path | None, caches: Sequence[str], preset_name: str | None,
+                  **options: Any) -> SweepSettings:
+    """The sweep's settings from `--config`, a preset and the options as the CLI gives them
+    (None: not given; depths and passkey options as strings): the options win over the file,
+    the file over the preset's own settings (PRESET_SETTINGS), those over the defaults."""
+    fields: dict[str, Any] = load_config(config) if config else {}
+    if caches or preset_name:
+        fields["pairs"] = pairs_from(preset_name, caches)
+    for key, value in PRESET_SETTINGS.get(preset_name or "", {}).items():
+        fields.setdefault(key, value)
+    for key, parse in (("depths", parse_depths), ("passkey", parse_passkey),
+                       ("passkey_depths", parse_passkey_depths)):
+        if options.get(key) is not None:
+            options[key] = parse(options[key])
+    fields.update({k: v for k, v in options.items() if v is not None and v is not False})
+    return SweepSettings(**fields)
 
 
 # ---------------------------------------------------------------- binaries
@@ -229,7 +282,7 @@ def _boundary(pair: CachePair, side: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Run:
-    kind: str  # "base" | "kld" | "bench"
+    kind: str  # "base" | "kld" | "passkey" | "bench"
     pair: CachePair
     params: dict[str, Any]
     key: str
@@ -242,7 +295,9 @@ class Run:
     @property
     def group(self) -> str:
         """Runs of one group take about as long as each other (for the ETA)."""
-        return f"bench@{self.depth}" if self.kind == "bench" else "perplexity"
+        if self.kind == "bench":
+            return f"bench@{self.depth}"
+        return "passkey" if self.kind == "passkey" else "perplexity"
 
     @property
     def work(self) -> float:
@@ -250,6 +305,8 @@ class Run:
         p = self.params
         if self.kind == "bench":
             return (p["reps"] + 1) * (p["n_prompt"] + 4 * p["n_gen"]) + p["depth"]
+        if self.kind == "passkey":
+            return sum(p["passkey"]) * len(p["passkey_depths"]) * p["passkey_keys"]
         return p["ctx"] * p["chunks"]
 
     @property
@@ -272,6 +329,7 @@ class Environment:
     build_manifest: str | None
     model: FileRef
     text: FileRef
+    server: Path | None = None  # llama-server, when the sweep checks passkeys
 
 
 def _key(**what: Any) -> str:
@@ -306,6 +364,14 @@ def plan(settings: SweepSettings, env: Environment) -> tuple[Run, list[Run]]:
         runs.append(Run("kld", pair, base_params, key,
                         [*ppl, *pair.args(), "--kl-divergence-base", str(logits),
                          "--kl-divergence"]))
+    passkey = {"passkey": s.passkey, "passkey_depths": s.passkey_depths,
+               "passkey_keys": s.passkey_keys, "threads": s.threads, "backend": s.backend}
+    server_id = sha256_file(env.server)[:16] if s.passkey and env.server else None
+    for pair in s.pairs if s.passkey else ():
+        key = _key(kind="passkey", **pair.key_fields(), build=env.build_id, server=server_id,
+                   model=env.model.sha256, text=env.text.sha256, **passkey)
+        runs.append(Run("passkey", pair, passkey, key,
+                        [str(env.server), "-m", env.model.path, *pair.args(), *_backend_args(s)]))
     for pair in s.pairs:
         for depth in s.depths:
             params = {"depth": depth, "n_prompt": s.n_prompt, "n_gen": s.n_gen, "reps": s.reps,
@@ -382,7 +448,10 @@ class Sweep:
         self.progress.begin(run.label)
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         fields: dict[str, Any]
-        if run.kind == "bench":
+        if run.kind == "passkey":
+            seconds, fields = self._run_passkey(run, log)
+            summary = f"passkey {fields['passkey']['found']}/{fields['passkey']['tried']}"
+        elif run.kind == "bench":
             expected = (self.settings.n_prompt > 0) + (self.settings.n_gen > 0)
             seconds, rows = self._run_parsed(
                 run.command, log, lambda t: parse_bench(t, "jsonl", expected))
@@ -404,6 +473,15 @@ class Sweep:
             log=str(log.relative_to(self.store.root)), started=started,
             seconds=round(seconds, 2), **fields))
         self.progress.end(run.label, seconds, summary)
+
+    def _run_passkey(self, run: Run, log: Path) -> tuple[float, dict[str, Any]]:
+        s, started = self.settings, time.monotonic()
+        assert self.env.server is not None
+        outcomes = retrieval.passkey(
+            self.env.server, Path(self.env.model.path), Path(self.env.text.path),
+            run.pair.args(), log, s.passkey, s.passkey_depths, s.passkey_keys,
+            threads=s.threads, extra_args=_backend_args(s))
+        return time.monotonic() - started, {"passkey": retrieval.summary(outcomes)}
 
     def _run_parsed(self, command: list[str], log: Path, parse: Callable[[str], Any],
                     ) -> tuple[float, Any]:
@@ -465,6 +543,8 @@ def prepare(settings: SweepSettings, progress: Progress) -> Sweep:
         raise TqError("--ctx, --chunks, --threads and --reps must be positive (ctx at least 8)")
     if s.n_prompt < 0 or s.n_gen < 0 or (s.depths and not (s.n_prompt or s.n_gen)):
         raise TqError("--n-prompt and --n-gen must not be negative, nor both 0 with --depths")
+    if s.passkey and (not s.passkey_depths or s.passkey_keys < 1):
+        raise TqError("--passkey needs at least one --passkey-depths and --passkey-keys >= 1")
     if not s.pairs:
         s = replace(s, pairs=pairs_from(None, []))
     perplexity, bench = tool_path(PERPLEXITY, s), tool_path(BENCH, s)
@@ -477,8 +557,10 @@ def prepare(settings: SweepSettings, progress: Progress) -> Sweep:
     s = replace(s, pairs=pairs)
     model, text = assets.resolve_model(s.model), assets.resolve_text(s.text)
     progress.note(f"hashing {model.name} and {text.name} ...")
+    server = tool_path(SERVER, s) if s.passkey else None
     env = Environment(
-        perplexity=perplexity, bench=bench, build_id=build_fingerprint([perplexity, bench]),
+        perplexity=perplexity, bench=bench, server=server,
+        build_id=build_fingerprint([perplexity, bench]),
         build_manifest=manifest_key(s),
         model=FileRef(str(model), sha256_file(model)), text=FileRef(str(text), sha256_file(text)))
     return Sweep(s, env, progress, skipped)

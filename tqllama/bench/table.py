@@ -54,6 +54,7 @@ class PairRow:
     kld_p99: float | None = None
     same_top_pct: Estimate | None = None
     speed: dict[SpeedKey, Speed] = field(default_factory=dict)
+    passkey: dict[str, Any] | None = None  # retrieval.summary of the pair's passkey run
 
     @property
     def bits_mean(self) -> float | None:
@@ -178,6 +179,8 @@ def summarize(records: list[RunRecord], baseline: CachePair | None) -> list[Pair
         for r in records:
             if r.kind == "kld" and r.pair == pair:
                 quality = _quality(r, f16_ppl)
+            if r.kind == "passkey" and r.pair == pair:
+                quality["passkey"] = r.passkey
         speed = {}
         for key, (avg, std) in sorted(speeds[pair].items(), key=lambda kv: (kv[0][1], kv[0][0])):
             ref = base_speed.get(key)
@@ -254,6 +257,10 @@ def _flat(row: PairRow, speed_keys: list[SpeedKey], gain: BoundaryGain | None) -
         "kld_p99": row.kld_p99, **est("same_top_pct", row.same_top_pct),
         "gap_recovered": _num(gain.recovered) if gain else None,
     }
+    if row.passkey is not None:
+        out["passkey_found"], out["passkey_tried"] = row.passkey["found"], row.passkey["tried"]
+        for length, (found, tried) in row.passkey["by_length"].items():
+            out[f"passkey_{length}"] = f"{found}/{tried}"
     for key in speed_keys:
         s = row.speed.get(key)
         name = f"{key[0]}_d{key[1]}"
@@ -269,8 +276,10 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _markdown(rows: list[PairRow], speed_keys: list[SpeedKey], baseline: CachePair | None) -> str:
+    lengths = sorted({int(n) for row in rows if row.passkey for n in row.passkey["by_length"]})
     header = ["K/V", "bits K/V", "bits", "vs f16", "KV MiB", "PPL", "ΔPPL %", "mean KLD",
-              "99% KLD", "same top %", *(f"{_speed_name(k)} t/s" for k in speed_keys)]
+              "99% KLD", "same top %", *(f"passkey {n}" for n in lengths),
+              *(f"{_speed_name(k)} t/s" for k in speed_keys)]
     right = [False] + [True] * (len(header) - 1)
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---:" if r else "---" for r in right) + "|"]
@@ -289,6 +298,9 @@ def _markdown(rows: list[PairRow], speed_keys: list[SpeedKey], baseline: CachePa
                  _fmt(row.kld_mean.value if row.kld_mean else None, ".6f"),
                  _fmt(row.kld_p99, ".6f"),
                  _fmt(row.same_top_pct.value if row.same_top_pct else None, ".2f")]
+        for n in lengths:
+            found_tried = row.passkey["by_length"].get(str(n)) if row.passkey else None
+            cells.append(f"{found_tried[0]}/{found_tried[1]}" if found_tried else "–")
         for key in speed_keys:
             s = row.speed.get(key)
             if s is None:
@@ -299,6 +311,9 @@ def _markdown(rows: list[PairRow], speed_keys: list[SpeedKey], baseline: CachePa
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["", "bits: per value, K/V and mean; KV MiB: as llama-perplexity reports it; "
              "PPL, KLD, same top token: against the f16 cache."]
+    if lengths:
+        notes.append("passkey N: keys found / asked for in prompts of N tokens (greedy answer, "
+                     "exact match; llama-server with this cache).")
     if speed_keys:
         ratio = f", in brackets the ratio to {baseline.label}" if baseline else ""
         notes.append(f"t/s: llama-bench tokens/s at KV depth d{ratio}.")

@@ -16,10 +16,8 @@ from tqllama.bench.store import Store
 from tqllama.bench.sweep import (
     DEFAULT_OUT,
     SweepSettings,
-    load_config,
-    pairs_from,
-    parse_depths,
     prepare,
+    settings_from,
 )
 from tqllama.cachepair import CachePair
 from tqllama.errors import TqError
@@ -59,6 +57,12 @@ def bench() -> None:
 @click.option("--n-prompt", type=int, help=f"llama-bench -p [{_default('n_prompt')}]")
 @click.option("--n-gen", type=int, help=f"llama-bench -n [{_default('n_gen')}]")
 @click.option("--reps", type=int, help=f"llama-bench -r [{_default('reps')}]")
+@click.option("--passkey", help="passkey retrieval at depth (llama-server): prompt lengths in "
+              "tokens, e.g. 2048,8192 [none; preset long: 2048,4096,8192]")
+@click.option("--passkey-depths", help="where the key sits, as fractions of the prompt "
+              f"[{_default('passkey_depths')}]")
+@click.option("--passkey-keys", type=int,
+              help=f"passkey trials per length and depth [{_default('passkey_keys')}]")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help=f"results directory [./{DEFAULT_OUT}]")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
@@ -66,18 +70,14 @@ def bench() -> None:
 @click.option("--force", is_flag=True, help="rerun runs that are already stored")
 @click.option("--keep-going", is_flag=True, help="go on with the other runs when one fails")
 def sweep(caches: tuple[str, ...], preset: str | None, depths: str | None,
-          config: Path | None, **options: Any) -> None:
-    """Run the f16 base, then KLD and speed runs for every K/V pair; print the table.
+          passkey: str | None, passkey_depths: str | None, config: Path | None,
+          **options: Any) -> None:
+    """Run the f16 base, then KLD, passkey and speed runs for every K/V pair; print the table.
 
     Every finished run is stored at once in --out; run the same command again to resume.
     """
-    fields: dict[str, Any] = load_config(config) if config else {}
-    if caches or preset:
-        fields["pairs"] = pairs_from(preset, caches)
-    if depths is not None:
-        fields["depths"] = parse_depths(depths)
-    fields.update({k: v for k, v in options.items() if v is not None and v is not False})
-    settings = SweepSettings(**fields)
+    settings = settings_from(config, caches, preset, depths=depths, passkey=passkey,
+                             passkey_depths=passkey_depths, **options)
     run = prepare(settings, Progress())
     try:
         records = run.execute()
