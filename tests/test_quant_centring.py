@@ -1,27 +1,65 @@
-"""The NumPy mirror of key centring (tqllama/quant/centring.py) keeps the channels
-llama.cpp's llama_kv_k_center_mask keeps, and removes their first-ubatch mean only."""
+"""The NumPy mirror of key centring (tqllama/quant/centring.py): the centre is the constant
+closest to the keys over the cache's span, estimated from the first ubatch's mean key."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from tqllama.quant.centring import centre_keys, centre_mask
+from tqllama.quant.centring import centre_factors, centre_keys, centre_map, phase_mean
 
 
-def test_mask_keeps_the_slow_pairs() -> None:
-    # SmolLM2: base 1e5, head 64; pair i turns by base^(-i/32) * span rad over the span
-    mask = centre_mask(64, 1e5, 512)
-    assert mask.tolist() == [0.0] * 36 + [1.0] * 28  # pairs 18..31: 1e5^(-18/32)*512 = 0.77
-    assert centre_mask(64, 1e5, 4096).sum() == 16  # a longer span keeps fewer
-    assert centre_mask(64, 1e4, 512).sum() == 20  # a faster RoPE too
-    assert centre_mask(64, 1e4, 10**6).sum() == 0  # pair 31 turns 133 rad: none
+def _rope(x: np.ndarray, pos: np.ndarray, base: float) -> np.ndarray:
+    """NORM-mode RoPE of (tokens, head_dim) rows at `pos`."""
+    theta = base ** (-2.0 * np.arange(x.shape[-1] // 2) / x.shape[-1])
+    z = (x[..., 0::2] + 1j * x[..., 1::2]) * np.exp(1j * np.outer(pos, theta))
+    out = np.empty_like(x)
+    out[..., 0::2], out[..., 1::2] = z.real, z.imag
+    return out
 
 
-def test_centre_is_the_first_ubatch_mean_of_kept_channels() -> None:
+def test_phase_mean_is_the_mean_of_the_phases() -> None:
+    theta = np.array([0.0, 1e-3, 0.1, 2.0])
+    for n in (1, 7, 512):
+        direct = np.exp(1j * np.outer(theta, np.arange(n))).mean(axis=1)
+        np.testing.assert_allclose(phase_mean(theta, n), direct, atol=1e-12)
+
+
+def test_slow_pairs_keep_the_mean_fast_pairs_drop_it() -> None:
+    # SmolLM2: base 1e5, head 64. Over 512 positions the slowest pair barely turns (f ~ 1);
+    # the fastest turns a radian per position: its phases cancel within any ubatch (f = 0)
+    f = centre_factors(64, 1e5, span=512, positions=np.arange(512))
+    assert abs(f[-1] - 1) < 1e-3 and f[0] == 0
+    # a longer span shrinks the pairs that turn over it, and keeps fewer of them
+    f8k = centre_factors(64, 1e5, span=8192, positions=np.arange(512))
+    assert np.all(np.abs(f8k) <= np.abs(f) + 1e-9)
+    assert np.count_nonzero(np.abs(f8k) > 0.5) < np.count_nonzero(np.abs(f) > 0.5)
+
+
+def test_centre_is_the_best_constant_over_the_span() -> None:
+    """Keys whose pre-RoPE part has a constant mean: the centre from the first 256 tokens is
+    the mean of the keys over the whole span in every pair the ubatch can see, and centring
+    with it leaves less energy than the first ubatch's own mean would."""
     rng = np.random.default_rng(0)
-    k = (rng.standard_normal((2, 100, 3, 64)) + 5.0).astype(np.float32)
-    out = centre_keys(k, 1e5, span=512, first=40)
-    kept = centre_mask(64, 1e5, 512) == 1.0
-    np.testing.assert_allclose(out[:, :40][..., kept].mean(axis=1), 0.0, atol=1e-5)
-    np.testing.assert_array_equal(out[..., ~kept], k[..., ~kept])
-    assert abs(out[:, 40:][..., kept].mean()) < 0.1  # the same offset for later tokens
+    span, first, base = 4096, 256, 1e5
+    m = rng.standard_normal(64) * 3.0
+    pos = np.arange(span)
+    keys = _rope(m + 0.1 * rng.standard_normal((span, 64)), pos, base)
+    k = keys[None, :, None, :].astype(np.float32)
+    centred = centre_keys(k, base, span, first)[0, :, 0]
+    c = keys - centred
+    seen = np.repeat(np.abs(centre_factors(64, base, span, np.arange(first))) > 0, 2)
+    np.testing.assert_allclose(c[0, seen], keys.mean(axis=0)[seen], atol=0.02)
+    stale = keys - keys[:first].mean(axis=0)
+    assert (centred**2).sum() < (stale**2).sum() < (keys**2).sum()
+
+
+def test_map_is_block_diagonal_rotation_and_scale() -> None:
+    a = centre_map(64, 1e5, 8192, np.arange(512))
+    f = centre_factors(64, 1e5, 8192, np.arange(512))
+    for i, z in enumerate(f):
+        np.testing.assert_allclose(a[2 * i: 2 * i + 2, 2 * i: 2 * i + 2],
+                                   [[z.real, -z.imag], [z.imag, z.real]])
+    off = a.copy()
+    for i in range(32):
+        off[2 * i: 2 * i + 2, 2 * i: 2 * i + 2] = 0
+    assert not off.any()
