@@ -7,7 +7,7 @@ import sys
 import click
 
 from tqllama import __version__
-from tqllama.commands import bench_cmds, build_cmds, plan_cmd, verify_cmd
+from tqllama.commands import bench_cmds, build_cmds, plan_cmd, tune_cmd, verify_cmd
 from tqllama.errors import TqError
 
 
@@ -29,7 +29,7 @@ def cli() -> None:
 
 
 # each command group lives in its own module, which lists its commands in `commands`
-for _module in (bench_cmds, build_cmds, plan_cmd, verify_cmd):
+for _module in (bench_cmds, build_cmds, plan_cmd, tune_cmd, verify_cmd):
     for _command in _module.commands:
         cli.add_command(_command)
 

@@ -1,0 +1,278 @@
+"""`tqllama tune`: a cache policy for one model, from the measured sensitivity of its layers.
+
+The measure is per-layer KL divergence. For every layer, once for its K cache and once for
+its V cache, llama-perplexity runs with a policy that puts only that cache in the probe type
+(turbo4) and every other layer in f16, against the f16 cache's logits of the same text: what
+quantizing that one cache costs the model's output. One chunk of 512 tokens ranks the layers
+as a long run does (docs/BENCHMARKS.md, "Per-layer cache policies"). Other types are
+predicted from the probe's KLD by their quantization error: a cache's KLD grows in
+proportion to the mean squared error of its values (second order in a small
+perturbation), and the reference quantizers give that error for every type on rotated
+Gaussian rows, on which real K and V rows behave alike (docs/REFERENCE.md).
+
+The choice minimises the summed predicted KLD of all layers within a budget of bits per
+value (K and V together, weighted by their widths), picking upgrades by the KLD they
+remove per bit they cost (the greedy solution of this multiple-choice knapsack, on each
+cache's convex hull of (bits, KLD)).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from tqllama.bench.parse_perplexity import parse_perplexity
+from tqllama.bench.progress import Progress
+from tqllama.bench.runner import run_logged
+from tqllama.errors import TqError
+from tqllama.ggufinfo import read_gguf
+from tqllama.kvshape import ModelShape, model_shape
+from tqllama.plan import Settings, cells
+from tqllama.policy import Policy, model_id
+from tqllama.types import CACHE_TYPES
+
+PROBE = "turbo4"
+DEFAULT_TYPES = ("q8_0", "turbo4", "turbo3")
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """The KLD that one layer's K (or V) cache in the probe type costs, all else f16."""
+
+    layer: int
+    k: float
+    v: float
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    layer: int
+    k: str
+    v: str
+    kld_k: float  # predicted for the chosen type
+    kld_v: float
+
+
+@dataclass(frozen=True)
+class Choice:
+    layers: tuple[LayerChoice, ...]
+    bits: float  # mean per value, K and V weighted by their widths
+    budget: float
+
+    @property
+    def expected_kld(self) -> float:
+        return sum(c.kld_k + c.kld_v for c in self.layers)
+
+    def policy(self, model: str) -> Policy:
+        return Policy(model, tuple(c.k for c in self.layers), tuple(c.v for c in self.layers))
+
+
+@cache
+def relative_mse(name: str) -> float:
+    """Mean squared error per value of `name` on rotated Gaussian rows of 64 (unit
+    variance): the reference quantizers of tqllama.quant; f16 counts as exact."""
+    from tqllama.quant import baselines
+    from tqllama.quant.codebook import training_blocks
+    from tqllama.quant.turbo import TurboQuantMSE
+
+    if name in ("f16", "bf16", "f32"):
+        return 0.0
+    rows = training_blocks(4096, seed=7, log_std=False)
+    if name in ("turbo2", "turbo3", "turbo4"):
+        out = TurboQuantMSE(int(name[-1])).roundtrip(rows)
+    elif name in baselines.BASELINES:
+        out = baselines.BASELINES[name][0](rows).reshape(rows.shape)
+    else:
+        raise TqError(f"tune cannot predict {name}'s error: choose --types from "
+                      "f16, q8_0, q4_0, iq4_nl, turbo4, turbo3, turbo2")
+    return float(np.mean((out.astype(np.float64) - rows) ** 2))
+
+
+def budget_bits(shape: ModelShape, memory_bytes: int, ctx: int) -> float:
+    """Bits per value that a KV cache of `memory_bytes` for a `-c ctx` context allows."""
+    n_stream, full, swa = cells(shape, ctx, Settings())
+    values = sum((swa if layer.swa else full) * n_stream * (layer.k_width + layer.v_width)
+                 for layer in shape.layers if layer.cached)
+    return memory_bytes * 8 / values
+
+
+def measure(perplexity: Path, model: Path, text: Path, workdir: Path, *, ctx: int = 512,
+            chunks: int = 1, threads: int = 2, probe: str = PROBE,
+            progress: Progress | None = None, extra_args: Sequence[str] = ()) -> list[Sensitivity]:
+    """Per-layer KLD of the probe type, K and V, as the module says; progress per run."""
+    gguf = read_gguf(model)
+    shape, ident = model_shape(gguf), model_id(gguf)
+    n_layer = shape.n_trunk
+    progress = progress or Progress()
+    base = workdir / "f16.kld"
+    common = [str(perplexity), "-m", str(model), "-f", str(text), "-c", str(ctx), "--chunks",
+              str(chunks), "-t", str(threads), "-fa", "on", "-ctk", "f16", "-ctv", "f16",
+              *extra_args]
+    runs: list[tuple[str, int | None, str | None]] = [("f16 base", None, None)]
+    runs += [(f"layer {il} {side.upper()}", il, side) for il in range(n_layer) for side in "kv"]
+    progress.start([("base" if il is None else "layer", ctx * chunks) for _, il, _ in runs], 0)
+    klds: dict[tuple[int, str], float] = {}
+    for label, il, side in runs:
+        progress.begin(label)
+        log = workdir / f"{label.replace(' ', '-')}.log"
+        if il is None:
+            cmd = [*common, "--kl-divergence-base", str(base)]
+        else:
+            types = {s: ["f16"] * n_layer for s in "kv"}
+            types[side][il] = probe
+            policy = workdir / "probe.policy"
+            Policy(ident, tuple(types["k"]), tuple(types["v"])).write(policy)
+            cmd = [*common, "--cache-policy", str(policy), "--kl-divergence-base", str(base),
+                   "--kl-divergence"]
+        seconds = run_logged(cmd, log, on_tick=progress.tick)
+        result = parse_perplexity(log.read_text(encoding="utf-8", errors="replace"))
+        if il is None:
+            progress.end(label, seconds, "")
+            continue
+        kld = _mean_kld(result)
+        klds[(il, side)] = kld
+        progress.end(label, seconds, f"KLD {kld:.6f}")
+    return [Sensitivity(il, klds[(il, "k")], klds[(il, "v")]) for il in range(n_layer)]
+
+
+def _mean_kld(result) -> float:
+    if result.kld is not None:
+        return result.kld.kld_mean.value
+    # under 100 scored tokens llama-perplexity prints no summary: the chunks' own means
+    return float(np.mean([c.kld.value for c in result.kld_chunks]))
+
+
+def choose(sensitivity: Sequence[Sensitivity], shape: ModelShape, types: Sequence[str],
+           budget: float, probe: str = PROBE,
+           error: Callable[[str], float] = relative_mse) -> Choice:
+    """Per-layer K and V types from `types` that minimise the predicted KLD within `budget`
+    bits per value; TqError when even the smallest type is over it."""
+    ladder = type_ladder(types, budget)
+    bits = [CACHE_TYPES[t].bits_per_value for t in ladder]
+    probe_error = error(probe)
+    items = []  # (layer, side, width, predicted KLD per type on the ladder)
+    for s, layer in zip(sensitivity, shape.layers, strict=False):
+        for side, kld, width in (("k", s.k, layer.k_width), ("v", s.v, layer.v_width)):
+            items.append((s.layer, side, width, [kld * error(t) / probe_error for t in ladder]))
+    total_width = sum(w for _, _, w, _ in items)
+    level = [0] * len(items)
+    spent = bits[0] * total_width
+    limit = budget * total_width
+    while True:
+        best = None
+        for i, (_, _, width, klds) in enumerate(items):
+            for j in range(level[i] + 1, len(ladder)):
+                cost = (bits[j] - bits[level[i]]) * width
+                gain = klds[level[i]] - klds[j]
+                if gain <= 0 or spent + cost > limit + 1e-9:
+                    continue
+                rate = gain / cost
+                if best is None or rate > best[0]:
+                    best = (rate, i, j, cost)
+        if best is None:
+            break
+        _, i, j, cost = best
+        level[i], spent = j, spent + cost
+    chosen: dict[tuple[int, str], tuple[str, float]] = {
+        (il, side): (ladder[level[i]], items[i][3][level[i]])
+        for i, (il, side, _, _) in enumerate(items)}
+    layers = tuple(LayerChoice(s.layer, *_pair(chosen, s.layer)) for s in sensitivity)
+    return Choice(layers, spent / total_width, budget)
+
+
+def type_ladder(types: Sequence[str], budget: float) -> list[str]:
+    """The candidate types by bits per value; TqError for an unknown type or a budget below
+    the smallest one."""
+    unknown = [t for t in types if t not in CACHE_TYPES]
+    if unknown or not types:
+        raise TqError(f"unknown cache type {', '.join(unknown) or '(none)'} in --types: use "
+                      "names like q8_0,turbo4,turbo3")
+    ladder = sorted(set(types), key=lambda t: CACHE_TYPES[t].bits_per_value)
+    floor = CACHE_TYPES[ladder[0]].bits_per_value
+    if budget < floor - 1e-9:
+        raise TqError(f"a budget of {budget:.2f} bits per value is below the smallest type "
+                      f"of --types ({ladder[0]}, {floor:g} bits): raise --bits or --memory, or "
+                      "add a smaller type")
+    return ladder
+
+
+def _pair(chosen: dict[tuple[int, str], tuple[str, float]], il: int) -> tuple[str, str, float,
+                                                                           float]:
+    (k, kld_k), (v, kld_v) = chosen[(il, "k")], chosen[(il, "v")]
+    return k, v, kld_k, kld_v
+
+
+def table(sensitivity: Sequence[Sensitivity], choice: Choice, probe: str = PROBE) -> str:
+    """The per-layer table `tqllama tune` prints (markdown)."""
+    lines = [f"| layer | K | V | KLD of {probe} K | KLD of {probe} V | expected KLD |",
+             "|---:|---|---|---:|---:|---:|"]
+    for s, c in zip(sensitivity, choice.layers, strict=True):
+        lines.append(f"| {s.layer} | {c.k} | {c.v} | {s.k:.6f} | {s.v:.6f} | "
+                     f"{c.kld_k + c.kld_v:.6f} |")
+    lines += ["", f"bits per value {choice.bits:.3f} (budget {choice.budget:.3f}), expected "
+              f"KLD {choice.expected_kld:.6f} (the sum of the layers' predictions)"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(sensitivity: Sequence[Sensitivity], choice: Choice, out: Path,
+         probe: str = PROBE) -> Path:
+    """Bars of each layer's K and V sensitivity (log scale), labelled with the chosen types."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise TqError("the plot needs matplotlib: pip install 'tqllama[plot]', or drop "
+                      "--plot") from None
+    x = np.arange(len(sensitivity))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(x)), 4))
+    ax.bar(x - 0.2, [max(s.k, 1e-7) for s in sensitivity], 0.4, label=f"K in {probe}")
+    ax.bar(x + 0.2, [max(s.v, 1e-7) for s in sensitivity], 0.4, label=f"V in {probe}")
+    for xi, c in zip(x, choice.layers, strict=True):
+        ax.annotate(f"{c.k}\n{c.v}", (xi, ax.get_ylim()[0]), fontsize=5, ha="center",
+                    va="bottom", rotation=90)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("KLD of one layer's cache")
+    ax.set_title(f"per-layer sensitivity; policy: {choice.bits:.2f} bits per value")
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def tune(perplexity: Path, model: Path, text: Path, out: Path, *, types: Sequence[str],
+         bits: float | None = None, memory_bytes: int | None = None, ctx: int | None = None,
+         eval_ctx: int = 512, chunks: int = 1, threads: int = 2, probe: str = PROBE,
+         progress: Progress | None = None) -> tuple[list[Sensitivity], Choice]:
+    """Measure, choose, write the policy to `out`; the measurements and the choice."""
+    gguf = read_gguf(model)
+    shape = model_shape(gguf)
+    if (bits is None) == (memory_bytes is None):
+        raise TqError("give the budget as --bits B, or as --memory MIB with --ctx N")
+    if memory_bytes is not None:
+        if not ctx:
+            raise TqError("--memory needs --ctx N: the context the memory must hold")
+        bits = budget_bits(shape, memory_bytes, ctx)
+    assert bits is not None
+    ladder = type_ladder(types, bits)  # a bad budget or type fails before any run
+    for t in ladder:
+        relative_mse(t)
+    with tempfile.TemporaryDirectory(prefix="tqllama-tune-") as scratch:
+        sensitivity = measure(perplexity, model, text, Path(scratch), ctx=eval_ctx,
+                              chunks=chunks, threads=threads, probe=probe, progress=progress)
+    choice = choose(sensitivity, shape, ladder, bits, probe)
+    choice.policy(model_id(gguf)).write(out, comments=[
+        f"made by tqllama tune for {model.name}: {choice.bits:.3f} bits per value "
+        f"(budget {bits:.3f}), expected KLD {choice.expected_kld:.6f}",
+        f"types {','.join(ladder)}; per-layer KLD of {probe} on {chunks} x {eval_ctx} tokens "
+        f"of {text.name}"])
+    return sensitivity, choice
