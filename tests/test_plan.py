@@ -224,3 +224,31 @@ def test_cli_not_a_gguf(tmp_path: Path) -> None:
     path.write_text("hello")
     code, _, err = run_plan(str(path))
     assert code == 1 and "not a GGUF file" in err
+
+
+def test_a_cache_policy_is_sized_layer_by_layer(tmp_path: Path) -> None:
+    """`--cache-policy FILE`: each layer with its own K and V types, as llama.cpp allocates
+    them; a policy made for another model is refused in one line."""
+    from tqllama.policy import Policy, model_id
+
+    path = write_model(tmp_path / "m.gguf", n_layer=4, n_head=4, n_head_kv=2, head_dim=64)
+    gguf = read_gguf(path)
+    policy = Policy(model_id(gguf), ("q8_0", "turbo4", "turbo4", "q8_0"), ("turbo3",) * 4)
+    policy.write(tmp_path / "p.policy")
+    result = CliRunner().invoke(cli, ["plan", str(path), "--cache", "turbo4/turbo3", "--ctx",
+                                      "1024", "--cache-policy", str(tmp_path / "p.policy"),
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["pairs"]
+    width = 2 * 64  # K or V values of one layer and cell
+    q8, t4, t3 = width // 32 * 34, width // 64 * 34, width // 64 * 26
+    assert rows[0]["sizes"][0]["k_bytes"] == 4 * t4 * 1024
+    assert rows[1]["policy"] == "p.policy"
+    assert rows[1]["sizes"][0]["k_bytes"] == (2 * q8 + 2 * t4) * 1024
+    assert rows[1]["sizes"][0]["v_bytes"] == 4 * t3 * 1024
+    other = Policy("llama:4:256:2:64:9:another", policy.k, policy.v)
+    other.write(tmp_path / "o.policy")
+    bad = CliRunner().invoke(cli, ["plan", str(path), "--cache-policy",
+                                   str(tmp_path / "o.policy")])
+    assert bad.exit_code == 1
+    assert "was made for the model 'llama:4:256:2:64:9:another'" in bad.output

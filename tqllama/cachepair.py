@@ -1,17 +1,23 @@
 """The K/V cache-pair grammar of `tqllama plan` and `tqllama bench`: `K/V`, `K/V@bN`,
-`K/V@bN:BK/BV`, parsed once into a CachePair."""
+`K/V@bN:BK/BV`, `K/V@tuned`, `K/V@tuned:FILE`, `K/V@none`, parsed once into a CachePair."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from tqllama.errors import TqError
+from tqllama.source import sha256_file
 
 # llama.cpp's default boundary types (--cache-type-k-boundary / --cache-type-v-boundary)
 BOUNDARY_DEFAULT = "q8_0"
 
-_PAIR_RE = re.compile(r"(\w+)/(\w+)(?:@b(\d+)(?::(\w+)/(\w+))?)?")
+_PAIR_RE = re.compile(r"(\w+)/(\w+)(?:@b(\d+)(?::(\w+)/(\w+))?|@(tuned|none)(?::(.+))?)?")
+
+# CachePair.policy: llama.cpp's default (the automatic protection of turbo keys), none of it,
+# a policy `tqllama tune` makes for the pair's bits, or a policy file
+POLICY_DEFAULT, POLICY_NONE, POLICY_TUNED = "", "none", "tuned"
 
 
 @dataclass(frozen=True, order=True)
@@ -21,6 +27,11 @@ class CachePair:
     With boundary layers (`--cache-boundary-layers N`) the first N and the last N layers keep
     their cache in `k_boundary` / `v_boundary`: written `K/V@bN`, or `K/V@bN:BK/BV` when the
     boundary types are not llama.cpp's default q8_0. N = 0 is the plain pair.
+
+    With a cache policy (`--cache-policy`) every layer has its own types: `K/V@tuned` is a
+    policy `tqllama tune` makes at K/V's bits per value, `K/V@tuned:FILE` the policy in FILE,
+    `K/V@none` the plain types with llama.cpp's automatic protection of turbo keys turned
+    off (`--cache-policy none`); a plain `K/V` is llama.cpp's default.
     """
 
     k: str
@@ -28,6 +39,7 @@ class CachePair:
     boundary: int = 0
     k_boundary: str = BOUNDARY_DEFAULT
     v_boundary: str = BOUNDARY_DEFAULT
+    policy: str = POLICY_DEFAULT  # "", "none", "tuned" or a policy file's path
 
     def __post_init__(self) -> None:
         if self.boundary < 0:
@@ -40,11 +52,21 @@ class CachePair:
     def parse(cls, text: str) -> CachePair:
         m = _PAIR_RE.fullmatch(text.strip())
         if m is None:
-            raise TqError(f"cache pair {text!r} is not K/V or K/V@bN: write it like q8_0/turbo3, "
-                          "turbo2/turbo2@b2 (2 boundary layers at each end in q8_0) or "
-                          "turbo2/turbo2@b2:f16/f16")
-        k, v, n, kb, vb = m.groups()
-        return cls(k, v, int(n or 0), kb or BOUNDARY_DEFAULT, vb or BOUNDARY_DEFAULT)
+            raise TqError(f"cache pair {text!r} is not K/V, K/V@bN or K/V@tuned: write it like "
+                          "q8_0/turbo3, turbo2/turbo2@b2 (2 boundary layers at each end in "
+                          "q8_0), turbo2/turbo2@b2:f16/f16, turbo4/turbo4@tuned[:FILE] or "
+                          "turbo4/turbo4@none")
+        k, v, n, kb, vb, policy, path = m.groups()
+        if policy == POLICY_NONE and path:
+            raise TqError(f"cache pair {text!r}: @none takes no file (@tuned:FILE does)")
+        return cls(k, v, int(n or 0), kb or BOUNDARY_DEFAULT, vb or BOUNDARY_DEFAULT,
+                   path or policy or POLICY_DEFAULT)
+
+    @property
+    def policy_file(self) -> str | None:
+        """The policy's path (`@tuned:FILE`, or `@tuned` once the sweep has made it)."""
+        return self.policy if self.policy not in (POLICY_DEFAULT, POLICY_NONE,
+                                                  POLICY_TUNED) else None
 
     @property
     def label(self) -> str:
@@ -53,6 +75,10 @@ class CachePair:
             out += f"@b{self.boundary}"
             if (self.k_boundary, self.v_boundary) != (BOUNDARY_DEFAULT, BOUNDARY_DEFAULT):
                 out += f":{self.k_boundary}/{self.v_boundary}"
+        elif self.policy == POLICY_NONE:
+            out += "@none"
+        elif self.policy:
+            out += "@tuned" + (f":{self.policy}" if self.policy_file else "")
         return out
 
     @property
@@ -72,6 +98,11 @@ class CachePair:
         if self.boundary:
             out += ["--cache-boundary-layers", str(self.boundary),
                     "-ctkb", self.k_boundary, "-ctvb", self.v_boundary]
+        if self.policy == POLICY_TUNED:
+            raise TqError(f"{self.label}: the policy is not made yet (the sweep makes it with "
+                          "tqllama tune before the runs)")
+        if self.policy:
+            out += ["--cache-policy", self.policy]
         return out
 
     def key_fields(self) -> dict[str, object]:
@@ -79,9 +110,15 @@ class CachePair:
         fields: dict[str, object] = {"k": self.k, "v": self.v}
         if self.boundary:
             fields["boundary"] = [self.boundary, self.k_boundary, self.v_boundary]
+        if self.policy:
+            # a policy file by what it holds: an edited policy runs again
+            path = self.policy_file
+            fields["policy"] = sha256_file(Path(path)) if path else self.policy
         return fields
 
     @property
     def slug(self) -> str:
         """The label as a piece of a file name."""
+        if self.policy_file:  # a path has no place in a file name: the policy's own name does
+            return f"{self.k}-{self.v}-tuned-{Path(self.policy_file).stem}"
         return self.label.replace("/", "-").replace("@", "-").replace(":", "-")

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tqllama.cachepair import CachePair
 from tqllama.errors import TqError
 from tqllama.kvshape import ModelShape
+from tqllama.policy import Policy
 from tqllama.types import CacheType, cache_type
 
 # `--cache` when none is given
@@ -89,17 +90,19 @@ def cells(shape: ModelShape, ctx: int, settings: Settings) -> tuple[int, int, in
 
 
 def kv_size(shape: ModelShape, type_k: CacheType, type_v: CacheType, ctx: int,
-            settings: Settings) -> KvSize:
-    """Bytes of the K and V caches llama.cpp allocates for `-c ctx`."""
+            settings: Settings, layers: Sequence[tuple[CacheType, CacheType]] = ()) -> KvSize:
+    """Bytes of the K and V caches llama.cpp allocates for `-c ctx`; `layers`: a cache
+    policy's (K, V) types of every layer, instead of type_k / type_v for all."""
     n_stream, full, swa = cells(shape, ctx, settings)
     k = v = 0
-    for layer in shape.layers:
+    for il, layer in enumerate(shape.layers):
         if not layer.cached:
             continue
+        layer_k, layer_v = layers[il] if il < len(layers) else (type_k, type_v)
         n_cells = (swa if layer.swa else full) * n_stream
-        k += row_bytes(type_k, layer.k_width) * n_cells
+        k += row_bytes(layer_k, layer.k_width) * n_cells
         if not shape.mla:
-            v += row_bytes(type_v, layer.v_width) * n_cells
+            v += row_bytes(layer_v, layer.v_width) * n_cells
     return KvSize(ctx, full, swa, k, v)
 
 
@@ -118,10 +121,10 @@ def unsupported(shape: ModelShape, type_k: CacheType, type_v: CacheType) -> str 
 
 
 def longest_fit(shape: ModelShape, type_k: CacheType, type_v: CacheType, budget: int,
-                settings: Settings) -> int:
+                settings: Settings, layers: Sequence[tuple[CacheType, CacheType]] = ()) -> int:
     """The largest `-c` (a multiple of 256) with weights + KV <= budget bytes; 0 if none."""
     def fits(ctx: int) -> bool:
-        kv = kv_size(shape, type_k, type_v, ctx, settings)
+        kv = kv_size(shape, type_k, type_v, ctx, settings, layers)
         return shape.weight_bytes + kv.total_bytes <= budget
 
     step = CTX_PAD * (1 if settings.unified else settings.n_seq)
@@ -195,6 +198,11 @@ class PairPlan:
     problem: str | None  # why llama.cpp would refuse the pair; sizes still computed
     sizes: tuple[KvSize, ...]
     fit_ctx: int | None  # None without a memory budget
+    policy: str | None = None  # a cache policy file: its per-layer types, not type_k/type_v
+
+    @property
+    def label(self) -> str:
+        return f"policy {self.policy}" if self.policy else f"{self.type_k.name}/{self.type_v.name}"
 
 
 @dataclass(frozen=True)
@@ -209,7 +217,7 @@ class Plan:
 
 def make_plan(shape: ModelShape, model_name: str, contexts: Sequence[int],
               pairs: Sequence[tuple[CacheType, CacheType]], settings: Settings,
-              budget: int | None) -> Plan:
+              budget: int | None, policies: Sequence[tuple[str, Policy]] = ()) -> Plan:
     if not 1 <= settings.n_seq <= MAX_SEQ:
         raise TqError(f"--parallel {settings.n_seq}: llama.cpp takes 1 to {MAX_SEQ} sequences")
     if settings.n_ubatch < 1:
@@ -222,4 +230,19 @@ def make_plan(shape: ModelShape, model_name: str, contexts: Sequence[int],
         if budget is not None and problem is None:
             fit = longest_fit(shape, type_k, type_v, budget, settings)
         out.append(PairPlan(type_k, type_v, problem, sizes, fit))
+    for name, policy in policies:
+        layers = [(cache_type(k), cache_type(v)) for k, v in zip(policy.k, policy.v,
+                                                                 strict=True)]
+        problem = next(filter(None, (unsupported(_one(shape, il), k, v)
+                                     for il, (k, v) in enumerate(layers))), None)
+        sizes = tuple(kv_size(shape, *layers[0], c, settings, layers) for c in contexts)
+        fit = None
+        if budget is not None and problem is None:
+            fit = longest_fit(shape, *layers[0], budget, settings, layers)
+        out.append(PairPlan(*layers[0], problem, sizes, fit, policy=name))
     return Plan(shape, model_name, settings, tuple(contexts), budget, tuple(out))
+
+
+def _one(shape: ModelShape, il: int) -> ModelShape:
+    """The shape with layer il alone in its trunk: unsupported() on one layer's types."""
+    return replace(shape, layers=(shape.layers[il],), n_trunk=1)

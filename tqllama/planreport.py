@@ -57,7 +57,7 @@ def to_markdown(plan: Plan, memory_text: str | None) -> str:
     out.append("|---" + "|---:" * (len(header) - 1) + "|")
     notes = []
     for p in plan.pairs:
-        label = f"{p.type_k.name}/{p.type_v.name}"
+        label = p.label
         if p.problem:
             cells = ["unsupported"] * len(p.sizes)
             notes.append(f"- {label}: llama.cpp refuses it: {p.problem}")
@@ -113,6 +113,7 @@ def to_json(plan: Plan) -> str:
             {
                 "k": p.type_k.name,
                 "v": p.type_v.name,
+                "policy": p.policy,
                 "unsupported": p.problem,
                 "longest_ctx": p.fit_ctx,
                 "sizes": [

@@ -59,12 +59,14 @@ class RunRecord:
     boundary: int = 0
     type_k_boundary: str = BOUNDARY_DEFAULT
     type_v_boundary: str = BOUNDARY_DEFAULT
+    # a cache policy (CachePair.policy): absent from records made before they existed
+    policy: str = ""
     schema: int = SCHEMA
 
     @property
     def pair(self) -> CachePair:
         return CachePair(self.type_k, self.type_v, self.boundary, self.type_k_boundary,
-                         self.type_v_boundary)
+                         self.type_v_boundary, self.policy)
 
     @property
     def pair_label(self) -> str:

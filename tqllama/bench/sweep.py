@@ -31,7 +31,7 @@ from tqllama.bench.presets import PRESET_SETTINGS, preset
 from tqllama.bench.progress import Progress
 from tqllama.bench.runner import diagnose, run_logged
 from tqllama.bench.store import FileRef, RunRecord, Store
-from tqllama.cachepair import CachePair
+from tqllama.cachepair import POLICY_TUNED, CachePair
 from tqllama.errors import TqError
 from tqllama.source import sha256_file
 from tqllama.types import CACHE_TYPES
@@ -222,6 +222,7 @@ class ToolOptions:
     k_types: tuple[str, ...]
     v_types: tuple[str, ...]
     boundary: bool  # --cache-boundary-layers (tqllama's builds)
+    policy: bool = False  # --cache-policy (tqllama's builds)
 
 
 def tool_options(perplexity: Path) -> ToolOptions:
@@ -237,7 +238,8 @@ def tool_options(perplexity: Path) -> ToolOptions:
             raise TqError(f"{perplexity} --help lists no {option} types: is it a llama.cpp "
                           "llama-perplexity?")
         lists.append(tuple(t for t in re.split(r"[\s,]+", m.group(1)) if t))
-    return ToolOptions(lists[0], lists[1], "--cache-boundary-layers" in text)
+    return ToolOptions(lists[0], lists[1], "--cache-boundary-layers" in text,
+                       "--cache-policy" in text)
 
 
 def runnable_pairs(pairs: Sequence[CachePair], options: ToolOptions, perplexity: Path,
@@ -265,6 +267,8 @@ def runnable_pairs(pairs: Sequence[CachePair], options: ToolOptions, perplexity:
             skipped.setdefault(f"the build has no {', '.join(lacking)}", []).append(p.label)
         elif p.boundary and not options.boundary:
             skipped.setdefault("the build has no --cache-boundary-layers", []).append(p.label)
+        elif p.policy and not options.policy:
+            skipped.setdefault("the build has no --cache-policy", []).append(p.label)
         else:
             kept.append(p)
     notes = [f"skipped {', '.join(labels)}: {why}" for why, labels in skipped.items()]
@@ -467,7 +471,8 @@ class Sweep:
         self.store.append(RunRecord(
             key=run.key, kind=run.kind, type_k=run.pair.k, type_v=run.pair.v,
             boundary=run.pair.boundary, type_k_boundary=run.pair.k_boundary,
-            type_v_boundary=run.pair.v_boundary, params=run.params, command=run.command,
+            type_v_boundary=run.pair.v_boundary, policy=run.pair.policy, params=run.params,
+            command=run.command,
             build_id=self.env.build_id, build_manifest=self.env.build_manifest,
             model=self.env.model, text=self.env.text if run.kind != "bench" else None,
             log=str(log.relative_to(self.store.root)), started=started,
@@ -524,6 +529,29 @@ class Sweep:
         return seconds, result
 
 
+def _tuned(pair: CachePair, settings: SweepSettings, perplexity: Path, model: Path, text: Path,
+           progress: Progress) -> CachePair:
+    """A `K/V@tuned` pair with its policy made (`tqllama tune` at K/V's mean bits per value,
+    kept in the results directory: a sweep run again reuses it); other pairs as they are."""
+    if pair.policy != POLICY_TUNED:
+        return pair
+    from tqllama import tune
+    from tqllama.ggufinfo import read_gguf
+    from tqllama.policy import read
+
+    path = settings.out / "policies" / f"{pair.slug}.policy"
+    bits = (CACHE_TYPES[pair.k].bits_per_value + CACHE_TYPES[pair.v].bits_per_value) / 2
+    if path.is_file():
+        read(path).check_model(read_gguf(model), path)
+        progress.note(f"{pair.label}: the policy {path} made before")
+    else:
+        progress.note(f"{pair.label}: tuning a policy at {bits:g} bits per value ...")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tune.tune(perplexity, model, text, path, types=tune.DEFAULT_TYPES, bits=bits,
+                  threads=settings.threads, progress=progress)
+    return replace(pair, policy=str(path))
+
+
 def _kld_summary(result: PerplexityResult) -> str:
     if result.final_ppl is not None:  # the base run
         return f"PPL {result.final_ppl.value:.4f}"
@@ -554,8 +582,8 @@ def prepare(settings: SweepSettings, progress: Progress) -> Sweep:
     if not pairs:
         raise TqError(f"{perplexity} can run none of the pairs asked for ({skipped[0]}): build "
                       "them with `tqllama build` or pass other --cache pairs")
-    s = replace(s, pairs=pairs)
     model, text = assets.resolve_model(s.model), assets.resolve_text(s.text)
+    s = replace(s, pairs=tuple(_tuned(p, s, perplexity, model, text, progress) for p in pairs))
     progress.note(f"hashing {model.name} and {text.name} ...")
     server = tool_path(SERVER, s) if s.passkey else None
     env = Environment(

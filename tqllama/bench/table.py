@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from tqllama.bench.parse_perplexity import Estimate
+from tqllama.bench.parse_perplexity import Estimate, KvCacheSize
 from tqllama.bench.store import RunRecord
 from tqllama.cachepair import CachePair
 from tqllama.errors import TqError
@@ -149,6 +149,19 @@ def layer_mix_bits(pair: CachePair, n_layer: int | None) -> tuple[float | None, 
     return mix(pair.k, pair.k_boundary), mix(pair.v, pair.v_boundary)
 
 
+def cached_bits(kv: KvCacheSize) -> tuple[float | None, float | None]:
+    """Bits per value of K and V as the cache holds them, from each type's share of the KV
+    size line: exact for boundary layers, cache policies and llama.cpp's automatic one
+    alike (to the line's two decimals)."""
+    def side(parts: tuple[tuple[str, float], ...]) -> float | None:
+        bits = [(_bits(t), mib) for t, mib in parts]
+        if not bits or any(b is None for b, _ in bits):
+            return None
+        return sum(mib for _, mib in bits) / sum(mib / b for b, mib in bits if b)
+
+    return side(kv.k_parts), side(kv.v_parts)
+
+
 def _n_layer(records: list[RunRecord]) -> int | None:
     """The KV-cache layers of the sweep's model, from any llama-perplexity run (all share it)."""
     for r in records:
@@ -176,16 +189,20 @@ def summarize(records: list[RunRecord], baseline: CachePair | None) -> list[Pair
     rows = []
     for pair in pairs:
         quality: dict[str, Any] = {}
+        bits = layer_mix_bits(pair, n_layer)
         for r in records:
             if r.kind == "kld" and r.pair == pair:
                 quality = _quality(r, f16_ppl)
+                assert r.perplexity is not None
+                measured = cached_bits(r.perplexity.kv_cache)
+                bits = (measured[0] or bits[0], measured[1] or bits[1])
             if r.kind == "passkey" and r.pair == pair:
                 quality["passkey"] = r.passkey
         speed = {}
         for key, (avg, std) in sorted(speeds[pair].items(), key=lambda kv: (kv[0][1], kv[0][0])):
             ref = base_speed.get(key)
             speed[key] = Speed(avg, std, avg / ref[0] if ref and ref[0] > 0 else None)
-        rows.append(PairRow(pair, *layer_mix_bits(pair, n_layer), speed=speed, **quality))
+        rows.append(PairRow(pair, *bits, speed=speed, **quality))
     return rows
 
 
