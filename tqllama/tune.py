@@ -112,7 +112,8 @@ def measure(perplexity: Path, model: Path, text: Path, workdir: Path, *, ctx: in
     base = workdir / "f16.kld"
     common = [str(perplexity), "-m", str(model), "-f", str(text), "-c", str(ctx), "--chunks",
               str(chunks), "-t", str(threads), "-fa", "on", "-ctk", "f16", "-ctv", "f16",
-              *extra_args]
+              # the KV cache size line, which the parser checks, shows from verbosity 4 on
+              "-lv", "4", *extra_args]
     runs: list[tuple[str, int | None, str | None]] = [("f16 base", None, None)]
     runs += [(f"layer {il} {side.upper()}", il, side) for il in range(n_layer) for side in "kv"]
     progress.start([("base" if il is None else "layer", ctx * chunks) for _, il, _ in runs], 0)
