@@ -7,14 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from tqlab.policies import SMOLLM2_ID
 from tqllama import assets
 from tqllama.errors import TqError
 from tqllama.ggufinfo import read_gguf
 from tqllama.kvshape import model_shape
 from tqllama.policy import Policy, model_id, read
-from tqllama.tune import Sensitivity, budget_bits, choose, relative_mse
-
-SMOLLM2_ID = "llama:30:576:3:64:49152:Smollm2 135M 8k Lc100K Mix1 Ep2"
+from tqllama.tune import (
+    Sensitivity,
+    budget_bits,
+    choose,
+    load_measurements,
+    measurements_path,
+    relative_mse,
+)
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +124,22 @@ def test_budget_from_memory(smollm2) -> None:
     # a turbo4 cache of 512 cells: 30 layers x 2 x 192 values x 512 cells x 4.25 bits
     turbo4 = 30 * 2 * 192 * 512 * 34 // 64
     assert budget_bits(shape, turbo4, 512) == pytest.approx(4.25)
+
+
+def test_kept_measurements_are_keyed_and_a_damaged_file_is_measured_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TQLLAMA_CACHE", str(tmp_path / "cache"))
+    tool, model, text = (tmp_path / name for name in ("llama-perplexity", "m.gguf", "t.txt"))
+    for path in (tool, model, text):
+        path.write_text(path.name)
+    first = measurements_path(tool, model, text, 512, 1, "turbo4")
+    assert first.parent == tmp_path / "cache" / "tune"
+    assert measurements_path(tool, model, text, 512, 1, "turbo4") == first
+    assert measurements_path(tool, model, text, 512, 2, "turbo4") != first
+    text.write_text("other text")
+    assert measurements_path(tool, model, text, 512, 1, "turbo4") != first
+    first.parent.mkdir(parents=True)
+    first.write_text('[[0, 0.5, 0.25], [1, 0.125, 0.0625]]\n')
+    assert load_measurements(first) == [Sensitivity(0, 0.5, 0.25), Sensitivity(1, 0.125, 0.0625)]
+    first.write_text('[[0, 0.5')
+    assert load_measurements(first) is None

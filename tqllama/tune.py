@@ -14,10 +14,15 @@ The choice minimises the summed predicted KLD of all layers within a budget of b
 value (K and V together, weighted by their widths), picking upgrades by the KLD they
 remove per bit they cost (the greedy solution of this multiple-choice knapsack, on each
 cache's convex hull of (bits, KLD)).
+
+The measurements are kept in $TQLLAMA_CACHE/tune/, keyed by the build, the model, the text
+and the measuring settings, so tuning the same model for another budget takes seconds.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,14 +31,17 @@ from pathlib import Path
 
 import numpy as np
 
+from tqllama import paths
 from tqllama.bench.parse_perplexity import parse_perplexity
 from tqllama.bench.progress import Progress
 from tqllama.bench.runner import run_logged
+from tqllama.bench.sweep import build_fingerprint
 from tqllama.errors import TqError
 from tqllama.ggufinfo import read_gguf
 from tqllama.kvshape import ModelShape, model_shape
 from tqllama.plan import Settings, cells
 from tqllama.policy import Policy, model_id
+from tqllama.source import sha256_file
 from tqllama.types import CACHE_TYPES
 
 PROBE = "turbo4"
@@ -250,6 +258,25 @@ def plot(sensitivity: Sequence[Sensitivity], choice: Choice, out: Path,
     return out
 
 
+def measurements_path(perplexity: Path, model: Path, text: Path, ctx: int, chunks: int,
+                      probe: str) -> Path:
+    """Where the measurements of one build, model, text and setting are kept: tuning the
+    same model for another budget or type list reuses them."""
+    key = hashlib.sha256(json.dumps({
+        "build": build_fingerprint([perplexity]), "model": sha256_file(model),
+        "text": sha256_file(text), "ctx": ctx, "chunks": chunks, "probe": probe,
+    }, sort_keys=True).encode()).hexdigest()[:24]
+    return paths.cache_dir() / "tune" / f"{key}.json"
+
+
+def load_measurements(path: Path) -> list[Sensitivity] | None:
+    try:
+        rows = json.loads(path.read_text())
+        return [Sensitivity(int(il), float(k), float(v)) for il, k, v in rows]
+    except (OSError, ValueError, TypeError):
+        return None  # none kept, or a damaged file: measure again
+
+
 def tune(perplexity: Path, model: Path, text: Path, out: Path, *, types: Sequence[str],
          bits: float | None = None, memory_bytes: int | None = None, ctx: int | None = None,
          eval_ctx: int = 512, chunks: int = 1, threads: int = 2, probe: str = PROBE,
@@ -267,9 +294,15 @@ def tune(perplexity: Path, model: Path, text: Path, out: Path, *, types: Sequenc
     ladder = type_ladder(types, bits)  # a bad budget or type fails before any run
     for t in ladder:
         relative_mse(t)
-    with tempfile.TemporaryDirectory(prefix="tqllama-tune-") as scratch:
-        sensitivity = measure(perplexity, model, text, Path(scratch), ctx=eval_ctx,
-                              chunks=chunks, threads=threads, probe=probe, progress=progress)
+    stored = measurements_path(perplexity, model, text, eval_ctx, chunks, probe)
+    sensitivity = load_measurements(stored)
+    if sensitivity is None:
+        with tempfile.TemporaryDirectory(prefix="tqllama-tune-") as scratch:
+            sensitivity = measure(perplexity, model, text, Path(scratch), ctx=eval_ctx,
+                                  chunks=chunks, threads=threads, probe=probe,
+                                  progress=progress)
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_text(json.dumps([[s.layer, s.k, s.v] for s in sensitivity]) + "\n")
     choice = choose(sensitivity, shape, ladder, bits, probe)
     choice.policy(model_id(gguf)).write(out, comments=[
         f"made by tqllama tune for {model.name}: {choice.bits:.3f} bits per value "
