@@ -8,7 +8,8 @@ R = D H D is the same single multiplication (GGML_HINT_SRC0_IS_SIGNED_HADAMARD: 
 ride in the matrix), and key centring is one subtraction per layer, so a turbo K costs one
 node per layer over q8_0 and a turbo V none. Only the ubatch that sets the key centre (the
 first one of at least 32 tokens written into an empty cache) computes the mean as well: 6
-more nodes per layer, once per filling of the cache.
+more nodes per layer, once per filling of the cache. A mix of types (boundary layers, a
+cache policy) costs each layer what its own types cost, nothing for the mix.
 
 tests/c/graph_nodes.c counts the nodes of real graphs (eval callback) and the graphs reused,
 for prompt ubatches and single-token decodes. Measured on SmolLM2 (30 layers): decode
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.slow
 N_LAYER = 30  # SmolLM2-135M
 TURBO = ("turbo2", "turbo3", "turbo4", "turbo2_qjl", "turbo3_qjl", "turbo4_qjl")
 PAIRS = ("f16/f16", "q8_0/q8_0", "q4_0/q4_0", "turbo4/turbo4", "q8_0/turbo4", "turbo4/turbo3",
-         "turbo4_qjl/q8_0", "turbo4/turbo4@b2")
+         "turbo4_qjl/q8_0", "turbo4/turbo4@b2", "turbo4/turbo4@p3")
 ESTIMATE_NODES = 6  # per layer: permute, cont, mean, reshape, mask multiply, copy to the centre
 
 
@@ -47,11 +48,13 @@ def graphs(llama_program, model) -> dict[str, dict[str, int]]:
 
 
 def _turbo_layers(pair: str) -> tuple[int, int]:
-    """Layers with a turbo K, layers with a turbo V (K/V@bN: N q8_0 layers at each end)."""
-    types, _, boundary = pair.partition("@b")
+    """Layers with a turbo K, layers with a turbo V (K/V@bN: N q8_0 layers at each end;
+    K/V@pN: a cache policy with the K of every N-th layer in q8_0)."""
+    types, _, option = pair.partition("@")
     k, v = types.split("/")
-    n = N_LAYER - 2 * int(boundary or 0)
-    return n * (k in TURBO), n * (v in TURBO)
+    n = N_LAYER - 2 * int(option[1:]) if option.startswith("b") else N_LAYER
+    n_k = n - len(range(0, N_LAYER, int(option[1:]))) if option.startswith("p") else n
+    return n_k * (k in TURBO), n * (v in TURBO)
 
 
 @pytest.mark.parametrize("pair", [p for p in PAIRS if _turbo_layers(p) != (0, 0)])

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tqlab.policies import broken, write_policy
 from tqlab.server import free_port, serve
 from tqllama import build, pywheel
 from tqllama.cli import cli
@@ -28,7 +29,8 @@ from tqllama.types import TURBO2, TURBO2_QJL, TURBO3, TURBO3_QJL, TURBO4, TURBO4
 pytestmark = pytest.mark.slow
 
 # The fields of struct llama_context_params that tqllama's patches add; default values.
-TQ_CONTEXT_FIELDS = {"cache_boundary_layers": 0, "type_k_boundary": 8, "type_v_boundary": 8}
+TQ_CONTEXT_FIELDS = {"cache_boundary_layers": 0, "type_k_boundary": 8, "type_v_boundary": 8,
+                     "cache_policy_n_layer": 0, "cache_policy_auto": True}
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +178,33 @@ def test_greedy_generation_is_deterministic_and_state_restores(site: Path, model
     assert out["runs"] == [out["runs"][0]] * 3
     assert out["other"] == out["here"]
     assert out["state_bytes"] > 0
+
+
+POLICY = """
+import sys
+from llama_cpp import Llama
+from tqllama.types import TURBO4
+llm = Llama(sys.argv[1], type_k=TURBO4, type_v=TURBO4, flash_attn=True, n_ctx=256, n_threads=2,
+            cache_policy=sys.argv[2])
+print(llm.create_completion("The history of the city", max_tokens=8, temperature=0)
+      ["choices"][0]["text"])
+"""
+
+
+def test_a_cache_policy_in_python(site: Path, model: Path, tmp_path: Path) -> None:
+    """Llama(cache_policy=FILE) gives each layer its types (the KV size line shows the mix);
+    a policy for another model is refused before any work, with libllama's line."""
+    policy = write_policy(tmp_path / "p.policy", k={0: "q8_0", 29: "q8_0"}, v={29: "f16"})
+    proc = python(site, POLICY, str(model), str(policy))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(proc.stdout.split()) >= 2
+    assert re.search(r"K \(turbo4\): .* \+ K \(q8_0\): .* V \(turbo4\): .* \+ V \(f16\)",
+                     proc.stderr)
+    other, message = broken(tmp_path, "other model")
+    proc = python(site, POLICY, str(model), str(other))
+    assert proc.returncode != 0 and message in proc.stderr
+    proc = python(site, POLICY, str(model), str(tmp_path / "missing.policy"))
+    assert proc.returncode != 0 and "cannot read the cache policy" in proc.stderr
 
 
 @pytest.fixture

@@ -42,7 +42,8 @@ def test_passkey_through_llama_server(built_tools, model: Path, text: Path,
     assert all(o.answer for o in out)
     assert any(o.found for o in out), [o.answer for o in out]
     summary = retrieval.summary(out)
-    assert summary["tried"] == 2 and set(summary["trials"]) == {"1024@0.1", "512@0.1"}
+    assert summary["tried"] == 2 and set(summary["by_length"]) == {"1024", "512"}
+    assert [(t["length"], t["depth"]) for t in summary["trials"]] == [(1024, 0.1), (512, 0.1)]
 
 
 @pytest.mark.slow

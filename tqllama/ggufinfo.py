@@ -43,6 +43,21 @@ class TensorInfo:
     shape: tuple[int, ...]  # ggml order: shape[0] is the row length
     ggml_type: int
     n_bytes: int
+    file: Path  # the file (of a split model, the part) that holds the data
+    offset: int  # where the data starts in that file
+
+    def values(self) -> np.ndarray:
+        """The tensor's values as float64, dequantized (reads only this tensor's bytes)."""
+        from gguf.quants import dequantize
+
+        qtype = GGMLQuantizationType(self.ggml_type)
+        with self.file.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            raw = np.frombuffer(buf, np.uint8, self.n_bytes, self.offset).copy()
+        block, type_size = GGML_QUANT_SIZES[qtype]
+        rows = raw.reshape(-1, self.shape[0] // block * type_size)
+        if qtype in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+            rows = rows.view(np.float32 if qtype == GGMLQuantizationType.F32 else np.float16)
+        return np.asarray(dequantize(rows, qtype), dtype=np.float64).reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -114,18 +129,26 @@ def read_gguf(path: str | Path) -> GgufFile:
     first file: the tensors of the others are added, the metadata is the first file's.
     """
     first = _read_one(Path(path))
+    parts = split_paths(first)
+    if len(parts) == 1:
+        return first
+    tensors = list(first.tensors)
+    for part in parts[1:]:
+        tensors += _read_one(part).tensors
+    return GgufFile(first.path, first.metadata, tuple(tensors))
+
+
+def split_paths(first: GgufFile) -> list[Path]:
+    """The files of the model whose first (or only) file `first` is."""
     n_split = int(first.metadata.get("split.count", 1))
     if n_split <= 1:
-        return first
+        return [first.path]
     m = re.fullmatch(r"(.*)-00001-of-(\d{5})\.gguf", first.path.name)
     if m is None or int(m.group(2)) != n_split:
         raise TqError(f"{first.path} is one part of a {n_split}-file split model: pass the "
                       f"first part, named like <name>-00001-of-{n_split:05d}.gguf")
-    tensors = list(first.tensors)
-    for i in range(2, n_split + 1):
-        part = first.path.with_name(f"{m.group(1)}-{i:05d}-of-{n_split:05d}.gguf")
-        tensors += _read_one(part).tensors
-    return GgufFile(first.path, first.metadata, tuple(tensors))
+    return [first.path.with_name(f"{m.group(1)}-{i:05d}-of-{n_split:05d}.gguf")
+            for i in range(1, n_split + 1)]
 
 
 def _read_one(path: Path) -> GgufFile:
@@ -160,16 +183,18 @@ def _parse(path: Path, buf: mmap.mmap) -> GgufFile:
     for _ in range(n_kv):
         key = cur.string()
         metadata[key] = cur.value(GGUFValueType(cur.unpack("I")))
-    tensors = []
+    infos = []
     for _ in range(n_tensors):
         name = cur.string()
         n_dims = cur.unpack("I")
         shape = tuple(cur.unpack("Q") for _ in range(n_dims))
-        ggml_type = cur.unpack("I")
-        cur.unpack("Q")  # data offset: not needed
-        n_bytes = _tensor_bytes(path, name, shape, ggml_type)
-        tensors.append(TensorInfo(name, shape, ggml_type, n_bytes))
-    return GgufFile(path, metadata, tuple(tensors))
+        infos.append((name, shape, cur.unpack("I"), cur.unpack("Q")))
+    alignment = int(metadata.get("general.alignment", 32))
+    data_start = -(-cur.pos // alignment) * alignment
+    tensors = tuple(TensorInfo(name, shape, ggml_type, _tensor_bytes(path, name, shape, ggml_type),
+                               path, data_start + offset)
+                    for name, shape, ggml_type, offset in infos)
+    return GgufFile(path, metadata, tensors)
 
 
 def _tensor_bytes(path: Path, name: str, shape: tuple[int, ...], ggml_type: int) -> int:

@@ -199,6 +199,7 @@ class PairPlan:
     sizes: tuple[KvSize, ...]
     fit_ctx: int | None  # None without a memory budget
     policy: str | None = None  # a cache policy file: its per-layer types, not type_k/type_v
+    protected: tuple[int, ...] = ()  # layers whose K the automatic protection keeps in q8_0
 
     @property
     def label(self) -> str:
@@ -217,7 +218,10 @@ class Plan:
 
 def make_plan(shape: ModelShape, model_name: str, contexts: Sequence[int],
               pairs: Sequence[tuple[CacheType, CacheType]], settings: Settings,
-              budget: int | None, policies: Sequence[tuple[str, Policy]] = ()) -> Plan:
+              budget: int | None, policies: Sequence[tuple[str, Policy]] = (),
+              protected: Sequence[int] = ()) -> Plan:
+    """`protected`: the layers whose K a turbo K type keeps in q8_0 on this model without a
+    policy (tqllama.policy.auto_protected)."""
     if not 1 <= settings.n_seq <= MAX_SEQ:
         raise TqError(f"--parallel {settings.n_seq}: llama.cpp takes 1 to {MAX_SEQ} sequences")
     if settings.n_ubatch < 1:
@@ -225,11 +229,14 @@ def make_plan(shape: ModelShape, model_name: str, contexts: Sequence[int],
     out = []
     for type_k, type_v in pairs:
         problem = unsupported(shape, type_k, type_v)
-        sizes = tuple(kv_size(shape, type_k, type_v, c, settings) for c in contexts)
+        kept = tuple(protected) if type_k.turbo else ()
+        layers = [(cache_type("q8_0") if il in kept else type_k, type_v)
+                  for il in range(len(shape.layers))] if kept else []
+        sizes = tuple(kv_size(shape, type_k, type_v, c, settings, layers) for c in contexts)
         fit = None
         if budget is not None and problem is None:
-            fit = longest_fit(shape, type_k, type_v, budget, settings)
-        out.append(PairPlan(type_k, type_v, problem, sizes, fit))
+            fit = longest_fit(shape, type_k, type_v, budget, settings, layers)
+        out.append(PairPlan(type_k, type_v, problem, sizes, fit, protected=kept))
     for name, policy in policies:
         layers = [(cache_type(k), cache_type(v)) for k, v in zip(policy.k, policy.v,
                                                                  strict=True)]

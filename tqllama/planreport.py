@@ -63,6 +63,11 @@ def to_markdown(plan: Plan, memory_text: str | None) -> str:
             notes.append(f"- {label}: llama.cpp refuses it: {p.problem}")
         else:
             cells = [_mib(sz.total_bytes) for sz in p.sizes]
+        if p.protected:
+            notes.append(f"- {label}: the K of layer{'s' if len(p.protected) > 1 else ''} "
+                         f"{', '.join(map(str, p.protected))} in q8_0 (this model's keys need "
+                         "it there: the automatic protection of turbo keys; --cache-policy "
+                         "none drops it)")
         if plan.budget is not None:
             if p.fit_ctx is None:
                 cells.append("-")
@@ -114,6 +119,7 @@ def to_json(plan: Plan) -> str:
                 "k": p.type_k.name,
                 "v": p.type_v.name,
                 "policy": p.policy,
+                "q8_0_k_layers": list(p.protected),
                 "unsupported": p.problem,
                 "longest_ctx": p.fit_ctx,
                 "sizes": [

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from tqllama.errors import TqError
 from tqllama.ggufinfo import GgufFile
 from tqllama.kvshape import ModelShape, model_shape
@@ -121,3 +123,38 @@ def read(path: Path) -> Policy:
         raise TqError(f"cache policy {path} names no model or no layers: make it again with "
                       "tqllama tune")
     return Policy(model, tuple(k), tuple(v))
+
+
+# The automatic protection of turbo keys (llama_model_cache_policy_auto in
+# patches/0018-kv-cache-policy.patch): without a policy, a turbo K cache keeps the K of every
+# layer whose key bias has more than this many times the energy that its K projection gives
+# an input of unit variance per channel in q8_0.
+AUTO_BIAS_RATIO = 1000.0
+
+
+def k_bias_ratio(gguf: GgufFile) -> list[float]:
+    """Per layer, the key bias's energy over the K projection's energy on a unit input (the
+    sum of squares of W_k times the attention norm's weights), as libllama computes it at
+    load; [] for a model without a K bias."""
+    tensors = {t.name: t for t in gguf.tensors}
+    if "blk.0.attn_k.bias" not in tensors:
+        return []
+
+    ratios = []
+    for il in range(model_shape(gguf).n_trunk):
+        names = (f"blk.{il}.attn_k.bias", f"blk.{il}.attn_k.weight", f"blk.{il}.attn_norm.weight")
+        if not all(n in tensors for n in names):
+            return []
+        bias, wk, norm = (tensors[n].values() for n in names)
+        if wk.size != bias.size * norm.size:
+            return []
+        e_proj = float(np.sum((wk.reshape(bias.size, norm.size) * norm) ** 2))
+        ratios.append(float(np.sum(bias**2)) / e_proj if e_proj > 0 else float("inf"))
+    return ratios
+
+
+def auto_protected(gguf: GgufFile, type_k: str) -> tuple[int, ...]:
+    """The layers whose K a `type_k` cache keeps in q8_0 without a policy."""
+    if not CACHE_TYPES[type_k].turbo:
+        return ()
+    return tuple(il for il, r in enumerate(k_bias_ratio(gguf)) if r > AUTO_BIAS_RATIO)

@@ -3,9 +3,11 @@
 // Per window of the text: decode N_FIRST tokens, drop N_DISCARD of them after the first
 // N_KEEP and shift the rest back (llama_memory_seq_rm + llama_memory_seq_add: the next
 // decode re-applies RoPE to every cached key, through the cache type), then decode the
-// next N_EVAL tokens and keep their log-probabilities. "fresh" decodes the same kept
-// tokens at the same positions into an empty cache instead: no shift. (The two differ even
-// in f16: shifted keys were computed with the dropped tokens in their context.) Each run
+// next N_EVAL tokens and keep their log-probabilities. "fresh" decodes the same N_FIRST
+// tokens, drops all but the first N_KEEP and decodes the kept ones again at the positions
+// the shift gives them: no shift, and the same key centre as the shifted run (a turbo
+// cache takes it from the first ubatch). (The two differ even in f16: shifted keys were
+// computed with the dropped tokens in their context.) Each run
 // is compared with the f16 cache's run of the same kind; per cache type the program
 // prints the mean KLD of the fresh and of the shifted runs, and the standard error of
 // their per-token difference, the shift's own cost:
@@ -71,10 +73,11 @@ static void run(struct llama_model * model, enum ggml_type type, int shifted, co
         }
         llama_memory_seq_add(mem, 0, N_KEEP + N_DISCARD, -1, -N_DISCARD);
     } else {
-        llama_token kept[N_FIRST - N_DISCARD];
-        memcpy(kept, t, N_KEEP*sizeof(llama_token));
-        memcpy(kept + N_KEEP, t + N_KEEP + N_DISCARD, (N_FIRST - N_KEEP - N_DISCARD)*sizeof(llama_token));
-        decode(ctx, kept, N_FIRST - N_DISCARD, 0, 0);
+        decode(ctx, t, N_FIRST, 0, 0);
+        if (!llama_memory_seq_rm(llama_get_memory(ctx), 0, N_KEEP, -1)) {
+            die("llama_memory_seq_rm failed");
+        }
+        decode(ctx, t + N_KEEP + N_DISCARD, N_FIRST - N_KEEP - N_DISCARD, N_KEEP, 0);
     }
     decode(ctx, t + N_FIRST, N_EVAL, N_FIRST - N_DISCARD, 1);
     for (int i = 0; i < N_EVAL; ++i) {

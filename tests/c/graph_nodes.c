@@ -7,7 +7,8 @@
 //
 //   pair nodes_first_prompt nodes_prompt nodes_decode decode_graphs_reused
 //
-// pair: K/V, or K/V@bN for N boundary layers at each end in q8_0. Every decode must run the
+// pair: K/V, K/V@bN for N boundary layers at each end in q8_0, or K/V@pN for a cache policy
+// that puts the K of every N-th layer (0, N, 2N, ...) in q8_0. Every decode must run the
 // same number of nodes (printed once); graphs_reused counts the decodes that reused the
 // previous decode's graph. A GPU launches at least one kernel per node that is not a view,
 // so this count is what a cache type costs a decode step there.
@@ -19,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { N_PROMPT = 64, N_DECODE = 8 };
+enum { N_PROMPT = 64, N_DECODE = 8, MAX_LAYERS = 512 };
 
 static void quiet(enum ggml_log_level level, const char * text, void * user_data) {
     (void) level; (void) text; (void) user_data;
@@ -91,7 +92,7 @@ int main(int argc, char ** argv) {
         const char * pair  = argv[a];
         const char * slash = strchr(pair, '/');
         if (slash == NULL) {
-            die("a pair is K/V[@bN]: ", pair);
+            die("a pair is K/V[@bN|@pN]: ", pair);
         }
         const char * at = strchr(slash, '@');
 
@@ -105,8 +106,27 @@ int main(int argc, char ** argv) {
         cp.type_v          = type_by_name(slash + 1, at ? (size_t) (at - slash - 1) : strlen(slash + 1));
         cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
         cp.cb_eval         = count_node;
-        if (at) {
+        char model_id[512];
+        enum ggml_type policy_k[MAX_LAYERS], policy_v[MAX_LAYERS];
+        if (at && at[1] == 'b') {
             cp.cache_boundary_layers = atoi(at + 2);
+        } else if (at && at[1] == 'p') {
+            const int every = atoi(at + 2);
+            const int n_layer = llama_model_n_layer(model);
+            if (every < 1 || n_layer > MAX_LAYERS) {
+                die("a policy pair is K/V@pN with N >= 1: ", pair);
+            }
+            for (int il = 0; il < n_layer; ++il) {
+                policy_k[il] = il % every == 0 ? GGML_TYPE_Q8_0 : cp.type_k;
+                policy_v[il] = cp.type_v;
+            }
+            llama_model_cache_policy_id(model, model_id, sizeof(model_id));
+            cp.cache_policy_type_k  = policy_k;
+            cp.cache_policy_type_v  = policy_v;
+            cp.cache_policy_n_layer = n_layer;
+            cp.cache_policy_model   = model_id;
+        } else if (at) {
+            die("a pair is K/V[@bN|@pN]: ", pair);
         }
         struct llama_context * ctx = llama_init_from_model(model, cp);
         if (ctx == NULL) {

@@ -10,6 +10,7 @@ from tqllama import plan as planmod
 from tqllama.ggufinfo import read_gguf
 from tqllama.kvshape import model_shape
 from tqllama.planreport import to_json, to_markdown
+from tqllama.policy import auto_protected
 from tqllama.policy import read as read_policy
 
 
@@ -57,7 +58,9 @@ def plan(model: Path, ctx_text: str | None, memory_text: str | None, n_seq: int,
     budget = planmod.parse_memory(memory_text) if memory_text is not None else None
     settings = planmod.Settings(n_seq=n_seq, unified=kv_unified, n_ubatch=ubatch,
                                 swa_full=swa_full)
-    result = planmod.make_plan(shape, model.name, contexts, pairs, settings, budget, loaded)
+    protected = auto_protected(gguf, "turbo4") if any(k.turbo for k, _ in pairs) else ()
+    result = planmod.make_plan(shape, model.name, contexts, pairs, settings, budget, loaded,
+                               protected)
     click.echo(to_json(result) if fmt == "json" else to_markdown(result, memory_text), nl=False)
 
 
