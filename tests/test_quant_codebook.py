@@ -72,6 +72,13 @@ def test_baselines_on_gaussian_rows() -> None:
     assert mse["q8_0"] < 5e-5
     assert mse["q4_0"] == pytest.approx(0.00738, rel=0.03)  # anchors: rotated q4_0
     assert mse["iq4_nl"] < mse["iq4_nl_kv"] < mse["q4_0"]
+    # a fifth bit quarters the error; q5_1's offset buys a little more
+    assert mse["q8_0"] < mse["q5_1"] < mse["q5_0"] == pytest.approx(mse["q4_0"] / 4, rel=0.1)
+
+
+def test_q5_1_block_by_hand() -> None:
+    x = np.arange(32, dtype=np.float32) - 3  # min -3, d = 31/31 = 1: integers are exact
+    np.testing.assert_array_equal(baselines.q5_1(x), x)
 
 
 def test_q4_0_block_by_hand() -> None:

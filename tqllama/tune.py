@@ -97,7 +97,7 @@ def relative_mse(name: str) -> float:
         out = baselines.BASELINES[name][0](rows).reshape(rows.shape)
     else:
         raise TqError(f"tune cannot predict {name}'s error: choose --types from "
-                      "f16, q8_0, q4_0, iq4_nl, turbo4, turbo3, turbo2")
+                      "f16, q8_0, q5_1, q5_0, q4_0, iq4_nl, turbo4, turbo3, turbo2")
     return float(np.mean((out.astype(np.float64) - rows) ** 2))
 
 

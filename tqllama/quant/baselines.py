@@ -1,9 +1,12 @@
-"""llama.cpp's q8_0, q4_0 and iq4_nl (reference paths of ggml-quants.c), for comparison.
+"""llama.cpp's q8_0, q5_1, q5_0, q4_0 and iq4_nl (reference paths of ggml-quants.c), for
+comparison and for tqllama tune's predictions.
 
 Vectorized over blocks of 32, float32 arithmetic, the scale rounded through fp16 as the
 block stores it. Not bit-exact with ggml (the sums are pairwise; the tables only compare
 MSE), but each follows its C function step by step:
 - q8_0: quantize_row_q8_0_ref (d = amax/127, round half away from zero).
+- q5_1: quantize_row_q5_1_ref (d = (max - min)/31, m = min, idx = (uint8)((x - min)/d + 0.5)).
+- q5_0: quantize_row_q5_0_ref (d = max/-16 with the signed max, idx = min(31, (int8)(x/d + 16.5))).
 - q4_0: quantize_row_q4_0_ref (d = max/-8 with the signed max, idx = min(15, (int8)(x/d + 8.5))).
 - iq4_nl: quantize_row_iq4_nl_impl with no importance weights (weights x^2): ntry = 7 is
   quantize_iq4_nl's full scale search; ntry = -1 is quantize_row_iq4_nl_ref, the path the
@@ -52,12 +55,29 @@ def q8_0(rows: np.ndarray) -> np.ndarray:
     return (q * _fp16(d)[:, None]).reshape(np.shape(rows))
 
 
-def q4_0(rows: np.ndarray) -> np.ndarray:
+def _symmetric(rows: np.ndarray, half: int) -> np.ndarray:
+    """q4_0 (half = 8) and q5_0 (16): one scale from the signed max, codes 0 .. 2*half-1."""
     x = _blocks(rows)
     _, mx = _signed_max(x)
-    d = mx / F32(-8)
-    q = np.minimum(15, np.trunc(x * _inverse(d)[:, None] + F32(8.5)))
-    return ((q - F32(8)) * _fp16(d)[:, None]).reshape(np.shape(rows))
+    d = mx / F32(-half)
+    q = np.minimum(2 * half - 1, np.trunc(x * _inverse(d)[:, None] + F32(half + 0.5)))
+    return ((q - F32(half)) * _fp16(d)[:, None]).reshape(np.shape(rows))
+
+
+def q4_0(rows: np.ndarray) -> np.ndarray:
+    return _symmetric(rows, 8)
+
+
+def q5_0(rows: np.ndarray) -> np.ndarray:
+    return _symmetric(rows, 16)
+
+
+def q5_1(rows: np.ndarray) -> np.ndarray:
+    x = _blocks(rows)
+    lo, hi = x.min(axis=1), x.max(axis=1)
+    d = (hi - lo) / F32(31)
+    q = np.trunc((x - lo[:, None]) * _inverse(d)[:, None] + F32(0.5))
+    return (q * _fp16(d)[:, None] + _fp16(lo)[:, None]).reshape(np.shape(rows))
 
 
 _TWICE_THRESH = (KVALUES_IQ4NL[:-1] + KVALUES_IQ4NL[1:]).astype(np.int32)  # 2 * midpoints
@@ -106,6 +126,8 @@ def iq4_nl(rows: np.ndarray, ntry: int = 7) -> np.ndarray:
 
 BASELINES = {
     "q8_0": (q8_0, 8.5),
+    "q5_1": (q5_1, 6.0),
+    "q5_0": (q5_0, 5.5),
     "q4_0": (q4_0, 4.5),
     "iq4_nl": (iq4_nl, 4.5),
     "iq4_nl_kv": (lambda r: iq4_nl(r, ntry=-1), 4.5),
