@@ -18,11 +18,13 @@ from tqllama.plan import (
     cells,
     kv_size,
     longest_fit,
+    make_plan,
     parse_ctx_list,
     parse_memory,
     parse_pair,
     unsupported,
 )
+from tqllama.planreport import to_json, to_markdown
 from tqllama.types import cache_type
 
 F16, Q8_0, Q4_0 = cache_type("f16"), cache_type("q8_0"), cache_type("q4_0")
@@ -49,6 +51,20 @@ def test_plain_cache_is_layers_times_rows_times_cells(tmp_path: Path, ctype, byt
 def test_mixed_pair_sizes_k_and_v_separately(tmp_path: Path) -> None:
     size = kv_size(shape(tmp_path), T4, T3, 1024, Settings())
     assert (size.k_bytes, size.v_bytes) == (4 * 4 * 34 * 1024, 4 * 4 * 26 * 1024)
+
+
+def test_protected_layers_size_their_keys_in_q8_0_for_turbo_keys_only(tmp_path: Path) -> None:
+    """The automatic protection (tqllama.policy.auto_protected) as plan counts it: the K of
+    layer 0 in q8_0 under a turbo K type; a q8_0 or f16 K pair is untouched."""
+    s = shape(tmp_path)
+    plan = make_plan(s, "m", [1024], [(T4, T4), (Q8_0, T4)], Settings(), None, protected=(0,))
+    turbo, q8 = plan.pairs
+    assert turbo.protected == (0,) and q8.protected == ()
+    assert turbo.sizes[0].k_bytes == (3 * 4 * 34 + 8 * 34) * 1024
+    assert turbo.sizes[0].v_bytes == 4 * 4 * 34 * 1024
+    assert q8.sizes[0] == kv_size(s, Q8_0, T4, 1024, Settings())
+    assert "the K of layer 0 in q8_0" in to_markdown(plan, None)
+    assert [p["q8_0_k_layers"] for p in json.loads(to_json(plan))["pairs"]] == [[0], []]
 
 
 def test_context_is_padded_to_256(tmp_path: Path) -> None:
