@@ -51,7 +51,7 @@ def tuned(built_tools, model: Path, text: Path, tmp_path_factory: pytest.TempPat
     directory = tmp_path_factory.mktemp("tune")
     proc = tune(built_tools, model, text, directory, "4.6")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "[61/61] layer 29 V" in proc.stderr  # the progress: f16 base, then K and V per layer
+    assert "[61/61] layer 29 V" in proc.stderr  # the progress: q8_0 base, then K and V per layer
     return directory / "4.6.policy", proc.stdout
 
 

@@ -112,6 +112,25 @@ def test_choose_protects_the_sensitive_cache_within_the_budget(smollm2) -> None:
     assert {c.k for c in floor.layers} == {c.v for c in floor.layers} == {"turbo3"}
 
 
+def test_keys_take_an_uncentred_type_only_where_measured_cheap(smollm2) -> None:
+    """q5_0 keys are not centred: tune measures them (k_plain) instead of predicting them
+    from the turbo probe, and a layer whose uncentred keys cost much keeps turbo or q8_0."""
+    shape = model_shape(smollm2)
+    types = ("q8_0", "q5_0", "turbo4", "turbo3")
+
+    def k_types(k_plain: float | None) -> set[str]:
+        sens = [Sensitivity(il, 0.004, 0.001, k_plain) for il in range(30)]
+        return {c.k for c in choose(sens, shape, types, budget=4.6).layers}
+
+    # k_plain is the KLD of q5_0 keys: a third of turbo4's is what its error predicts
+    assert "q5_0" in k_types(0.0012)
+    assert "q5_0" not in k_types(0.004)  # no better than turbo4 keys at 1.25 bits more
+    assert "q5_0" not in k_types(1.0)  # uncentred keys that break the model
+    assert "q5_0" not in k_types(None)  # not measured: not predicted either
+    assert "q5_0" in {c.v for c in choose([Sensitivity(il, 0.004, 0.001) for il in range(30)],
+                                          shape, types, budget=4.6).layers}
+
+
 def test_a_budget_below_the_smallest_type_is_one_line(smollm2) -> None:
     with pytest.raises(TqError, match=r"below the smallest type of --types \(turbo3, 3\.25 bits"):
         choose(_sens(30), model_shape(smollm2), ("q8_0", "turbo3"), budget=3.0)

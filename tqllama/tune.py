@@ -2,13 +2,23 @@
 
 The measure is per-layer KL divergence. For every layer, once for its K cache and once for
 its V cache, llama-perplexity runs with a policy that puts only that cache in the probe type
-(turbo4) and every other layer in f16, against the f16 cache's logits of the same text: what
-quantizing that one cache costs the model's output. One chunk of 512 tokens ranks the layers
+(turbo4) and every other cache in q8_0, against the all-q8_0 cache's logits of the same
+text: what that one cache costs the model's output beyond q8_0. The reference is q8_0, not
+f16, because a quantized cache takes other flash-attention paths than an f16 one (the query
+quantized to q8_0 for the K dot products, V accumulated in f32 instead of f16): switching a
+single f16 layer to any quantized type, q8_0 included, moves SmolLM2's output by about
+0.003 KLD, as much as turbo4's own error there, and would drown the ranking of a model whose
+layers differ little. With every cache quantized the paths are the same and q8_0's own
+error is a hundredth of turbo4's. One chunk of 512 tokens ranks the layers
 as a long run does (docs/BENCHMARKS.md, "Per-layer cache policies"). Other types are
 predicted from the probe's KLD by their quantization error: a cache's KLD grows in
 proportion to the mean squared error of its values (second order in a small
 perturbation), and the reference quantizers give that error for every type on rotated
-Gaussian rows, on which real K and V rows behave alike (docs/REFERENCE.md).
+Gaussian rows, on which real K and V rows behave alike (docs/REFERENCE.md). That holds
+for keys only where the cache centres them as it centres turbo keys: a K cache of another
+type under 8 bits (q5_0, q5_1, q4_0, iq4_nl) stores uncentred keys, whose error can be
+far larger on models with large key biases, so when the candidates include one, the keys
+are measured once more in the smallest of them and its kind is predicted from that.
 
 The choice minimises the summed predicted KLD of all layers within a budget of bits per
 value (K and V together, weighted by their widths), picking upgrades by the KLD they
@@ -25,7 +35,7 @@ import hashlib
 import json
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -45,16 +55,18 @@ from tqllama.source import sha256_file
 from tqllama.types import CACHE_TYPES
 
 PROBE = "turbo4"
+REFERENCE = "q8_0"  # every cache but the probed one, and the base logits (see above)
 DEFAULT_TYPES = ("q8_0", "turbo4", "turbo3")
 
 
 @dataclass(frozen=True)
 class Sensitivity:
-    """The KLD that one layer's K (or V) cache in the probe type costs, all else f16."""
+    """The KLD that one layer's K (or V) cache in the probe type costs, all else q8_0."""
 
     layer: int
     k: float
     v: float
+    k_plain: float | None = None  # the K cache in an uncentred type (plain_probe), if measured
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,7 @@ class Choice:
     layers: tuple[LayerChoice, ...]
     bits: float  # mean per value, K and V weighted by their widths
     budget: float
+    plain: str | None = None  # the uncentred type keys were measured in, if any
 
     @property
     def expected_kld(self) -> float:
@@ -111,19 +124,23 @@ def budget_bits(shape: ModelShape, memory_bytes: int, ctx: int) -> float:
 
 def measure(perplexity: Path, model: Path, text: Path, workdir: Path, *, ctx: int = 512,
             chunks: int = 1, threads: int = 2, probe: str = PROBE,
-            progress: Progress | None = None, extra_args: Sequence[str] = ()) -> list[Sensitivity]:
-    """Per-layer KLD of the probe type, K and V, as the module says; progress per run."""
+            sides: str = "kv", progress: Progress | None = None,
+            extra_args: Sequence[str] = ()) -> dict[tuple[int, str], float]:
+    """Per-layer KLD of the probe type in each of `sides` ("k", "v"), as the module says:
+    {(layer, side): KLD}; progress per run."""
     gguf = read_gguf(model)
     shape, ident = model_shape(gguf), model_id(gguf)
     n_layer = shape.n_trunk
     progress = progress or Progress()
-    base = workdir / "f16.kld"
+    base = workdir / f"{REFERENCE}.kld"
     common = [str(perplexity), "-m", str(model), "-f", str(text), "-c", str(ctx), "--chunks",
-              str(chunks), "-t", str(threads), "-fa", "on", "-ctk", "f16", "-ctv", "f16",
+              str(chunks), "-t", str(threads), "-fa", "on", "-ctk", REFERENCE, "-ctv", REFERENCE,
               # the KV cache size line, which the parser checks, shows from verbosity 4 on
               "-lv", "4", *extra_args]
-    runs: list[tuple[str, int | None, str | None]] = [("f16 base", None, None)]
-    runs += [(f"layer {il} {side.upper()}", il, side) for il in range(n_layer) for side in "kv"]
+    runs: list[tuple[str, int | None, str | None]] = [(f"{REFERENCE} base", None, None)]
+    tag = "" if probe == PROBE else f" in {probe}"
+    runs += [(f"layer {il} {side.upper()}{tag}", il, side) for il in range(n_layer)
+             for side in sides]
     progress.start([("base" if il is None else "layer", ctx * chunks) for _, il, _ in runs], 0)
     klds: dict[tuple[int, str], float] = {}
     for label, il, side in runs:
@@ -132,7 +149,7 @@ def measure(perplexity: Path, model: Path, text: Path, workdir: Path, *, ctx: in
         if il is None:
             cmd = [*common, "--kl-divergence-base", str(base)]
         else:
-            types = {s: ["f16"] * n_layer for s in "kv"}
+            types = {s: [REFERENCE] * n_layer for s in "kv"}
             types[side][il] = probe
             policy = workdir / "probe.policy"
             Policy(ident, tuple(types["k"]), tuple(types["v"])).write(policy)
@@ -146,7 +163,7 @@ def measure(perplexity: Path, model: Path, text: Path, workdir: Path, *, ctx: in
         kld = _mean_kld(result)
         klds[(il, side)] = kld
         progress.end(label, seconds, f"KLD {kld:.6f}")
-    return [Sensitivity(il, klds[(il, "k")], klds[(il, "v")]) for il in range(n_layer)]
+    return klds
 
 
 def _mean_kld(result) -> float:
@@ -156,26 +173,56 @@ def _mean_kld(result) -> float:
     return float(np.mean([c.kld.value for c in result.kld_chunks]))
 
 
+def centred_key(name: str) -> bool:
+    """Whether the probe predicts keys in `name`: turbo K caches are centred like the probe
+    (docs/FORMAT.md); types of 8 bits or more lose too little for centring to matter."""
+    ct = CACHE_TYPES[name]
+    return ct.turbo or ct.bits_per_value >= 8
+
+
+def plain_probe(ladder: Sequence[str]) -> str | None:
+    """The smallest candidate whose keys are stored uncentred, which tune measures for K."""
+    return next((t for t in ladder if not centred_key(t)), None)
+
+
 def choose(sensitivity: Sequence[Sensitivity], shape: ModelShape, types: Sequence[str],
            budget: float, probe: str = PROBE,
            error: Callable[[str], float] = relative_mse) -> Choice:
     """Per-layer K and V types from `types` that minimise the predicted KLD within `budget`
-    bits per value; TqError when even the smallest type is over it."""
+    bits per value; TqError when even the smallest types are over it. Keys take an
+    uncentred type under 8 bits only where `k_plain` was measured (in plain_probe(types))."""
     ladder = type_ladder(types, budget)
+    plain = plain_probe(ladder)
     bits = [CACHE_TYPES[t].bits_per_value for t in ladder]
-    probe_error = error(probe)
-    items = []  # (layer, side, width, predicted KLD per type on the ladder)
+
+    def predicted(kld: float | None, t: str, measured_in: str | None) -> float | None:
+        return None if kld is None or measured_in is None else kld * error(t) / error(measured_in)
+
+    items = []  # (layer, side, width, the ladder indices it may take, predicted KLD per type)
     for s, layer in zip(sensitivity, shape.layers, strict=False):
-        for side, kld, width in (("k", s.k, layer.k_width), ("v", s.v, layer.v_width)):
-            items.append((s.layer, side, width, [kld * error(t) / probe_error for t in ladder]))
-    total_width = sum(w for _, _, w, _ in items)
-    level = [0] * len(items)
-    spent = bits[0] * total_width
+        for side, width in (("k", layer.k_width), ("v", layer.v_width)):
+            klds = [predicted(s.v, t, probe) if side == "v" else
+                    predicted(s.k, t, probe) if centred_key(t) else
+                    predicted(s.k_plain, t, plain) for t in ladder]
+            options = [j for j, kld in enumerate(klds) if kld is not None]
+            if not options:
+                raise TqError(f"--types {','.join(types)} has no type tune can predict for "
+                              "keys: add a turbo type or q8_0")
+            items.append((s.layer, side, width, options, klds))
+    total_width = sum(w for _, _, w, _, _ in items)
+    level = [options[0] for _, _, _, options, _ in items]
+    spent = sum(bits[j] * w for j, (_, _, w, _, _) in zip(level, items, strict=True))
     limit = budget * total_width
+    if spent > limit + 1e-9:
+        raise TqError(f"a budget of {budget:.2f} bits per value is below the smallest types "
+                      f"of --types for keys and values ({spent / total_width:.2f} bits): raise "
+                      "--bits or --memory, or add a smaller type")
     while True:
         best = None
-        for i, (_, _, width, klds) in enumerate(items):
-            for j in range(level[i] + 1, len(ladder)):
+        for i, (_, _, width, options, klds) in enumerate(items):
+            for j in options:
+                if j <= level[i]:
+                    continue
                 cost = (bits[j] - bits[level[i]]) * width
                 gain = klds[level[i]] - klds[j]
                 if gain <= 0 or spent + cost > limit + 1e-9:
@@ -188,10 +235,10 @@ def choose(sensitivity: Sequence[Sensitivity], shape: ModelShape, types: Sequenc
         _, i, j, cost = best
         level[i], spent = j, spent + cost
     chosen: dict[tuple[int, str], tuple[str, float]] = {
-        (il, side): (ladder[level[i]], items[i][3][level[i]])
-        for i, (il, side, _, _) in enumerate(items)}
+        (il, side): (ladder[level[i]], items[i][4][level[i]])
+        for i, (il, side, _, _, _) in enumerate(items)}
     layers = tuple(LayerChoice(s.layer, *_pair(chosen, s.layer)) for s in sensitivity)
-    return Choice(layers, spent / total_width, budget)
+    return Choice(layers, spent / total_width, budget, plain)
 
 
 def type_ladder(types: Sequence[str], budget: float) -> list[str]:
@@ -218,11 +265,15 @@ def _pair(chosen: dict[tuple[int, str], tuple[str, float]], il: int) -> tuple[st
 
 def table(sensitivity: Sequence[Sensitivity], choice: Choice, probe: str = PROBE) -> str:
     """The per-layer table `tqllama tune` prints (markdown)."""
-    lines = [f"| layer | K | V | KLD of {probe} K | KLD of {probe} V | expected KLD |",
-             "|---:|---|---|---:|---:|---:|"]
+    measured = choice.plain and all(s.k_plain is not None for s in sensitivity)
+    plain = [f"KLD of {choice.plain} K"] if measured else []
+    lines = ["| " + " | ".join(["layer", "K", "V", f"KLD of {probe} K", *plain,
+                                f"KLD of {probe} V", "expected KLD"]) + " |",
+             "|---:|---|---|---:|" + "---:|" * len(plain) + "---:|---:|"]
     for s, c in zip(sensitivity, choice.layers, strict=True):
-        lines.append(f"| {s.layer} | {c.k} | {c.v} | {s.k:.6f} | {s.v:.6f} | "
-                     f"{c.kld_k + c.kld_v:.6f} |")
+        extra = [f"{s.k_plain:.6f}"] if measured else []
+        lines.append("| " + " | ".join([str(s.layer), c.k, c.v, f"{s.k:.6f}", *extra,
+                                        f"{s.v:.6f}", f"{c.kld_k + c.kld_v:.6f}"]) + " |")
     lines += ["", f"bits per value {choice.bits:.3f} (budget {choice.budget:.3f}), expected "
               f"KLD {choice.expected_kld:.6f} (the sum of the layers' predictions)"]
     return "\n".join(lines) + "\n"
@@ -265,6 +316,7 @@ def measurements_path(perplexity: Path, model: Path, text: Path, ctx: int, chunk
     key = hashlib.sha256(json.dumps({
         "build": build_fingerprint([perplexity]), "model": sha256_file(model),
         "text": sha256_file(text), "ctx": ctx, "chunks": chunks, "probe": probe,
+        "reference": REFERENCE,
     }, sort_keys=True).encode()).hexdigest()[:24]
     return paths.cache_dir() / "tune" / f"{key}.json"
 
@@ -275,6 +327,26 @@ def load_measurements(path: Path) -> list[Sensitivity] | None:
         return [Sensitivity(int(il), float(k), float(v)) for il, k, v in rows]
     except (OSError, ValueError, TypeError):
         return None  # none kept, or a damaged file: measure again
+
+
+def _measured(perplexity: Path, model: Path, text: Path, probe: str, sides: str, *,
+              eval_ctx: int, chunks: int, threads: int,
+              progress: Progress | None) -> list[Sensitivity]:
+    """The kept measurements of `probe` in `sides`, or new ones (then kept); a side not
+    measured reads 0."""
+    stored = measurements_path(perplexity, model, text, eval_ctx, chunks,
+                               probe if sides == "kv" else f"{probe} {sides}")
+    sensitivity = load_measurements(stored)
+    if sensitivity is None:
+        with tempfile.TemporaryDirectory(prefix="tqllama-tune-") as scratch:
+            klds = measure(perplexity, model, text, Path(scratch), ctx=eval_ctx, chunks=chunks,
+                           threads=threads, probe=probe, sides=sides, progress=progress)
+        n_layer = max(il for il, _ in klds) + 1
+        sensitivity = [Sensitivity(il, klds.get((il, "k"), 0.0), klds.get((il, "v"), 0.0))
+                       for il in range(n_layer)]
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_text(json.dumps([[s.layer, s.k, s.v] for s in sensitivity]) + "\n")
+    return sensitivity
 
 
 def tune(perplexity: Path, model: Path, text: Path, out: Path, *, types: Sequence[str],
@@ -294,19 +366,17 @@ def tune(perplexity: Path, model: Path, text: Path, out: Path, *, types: Sequenc
     ladder = type_ladder(types, bits)  # a bad budget or type fails before any run
     for t in ladder:
         relative_mse(t)
-    stored = measurements_path(perplexity, model, text, eval_ctx, chunks, probe)
-    sensitivity = load_measurements(stored)
-    if sensitivity is None:
-        with tempfile.TemporaryDirectory(prefix="tqllama-tune-") as scratch:
-            sensitivity = measure(perplexity, model, text, Path(scratch), ctx=eval_ctx,
-                                  chunks=chunks, threads=threads, probe=probe,
-                                  progress=progress)
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        stored.write_text(json.dumps([[s.layer, s.k, s.v] for s in sensitivity]) + "\n")
+    settings = {"eval_ctx": eval_ctx, "chunks": chunks, "threads": threads, "progress": progress}
+    sensitivity = _measured(perplexity, model, text, probe, "kv", **settings)
+    plain = plain_probe(ladder)
+    if plain is not None:
+        keys = _measured(perplexity, model, text, plain, "k", **settings)
+        sensitivity = [replace(s, k_plain=p.k) for s, p in zip(sensitivity, keys, strict=True)]
     choice = choose(sensitivity, shape, ladder, bits, probe)
     choice.policy(model_id(gguf)).write(out, comments=[
         f"made by tqllama tune for {model.name}: {choice.bits:.3f} bits per value "
         f"(budget {bits:.3f}), expected KLD {choice.expected_kld:.6f}",
-        f"types {','.join(ladder)}; per-layer KLD of {probe} on {chunks} x {eval_ctx} tokens "
+        f"types {','.join(ladder)}; per-layer KLD of {probe}"
+        f"{f' (keys also in {plain})' if plain else ''} on {chunks} x {eval_ctx} tokens "
         f"of {text.name}"])
     return sensitivity, choice
