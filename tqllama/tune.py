@@ -9,11 +9,7 @@ quantized to q8_0 for the K dot products, V accumulated in f32 instead of f16): 
 single f16 layer to any quantized type, q8_0 included, moves SmolLM2's output by about
 0.003 KLD, as much as turbo4's own error there, and would drown the ranking of a model whose
 layers differ little. With every cache quantized the paths are the same and q8_0's own
-error is a hundredth of turbo4's. The runs also drop the turbo rotation's random signs
-(TQLLAMA_TURBO_SIGNS=0): a cache with any turbo layer rotates all its quantized layers with
-D H D, one without with H, so the probe would otherwise re-round every q8_0 layer too
-(SmolLM2's layer 29 K: 0.0051 with the signs, 0.0014 without). One chunk of 512 tokens
-ranks the layers
+error is a hundredth of turbo4's. One chunk of 512 tokens ranks the layers
 as a long run does (docs/BENCHMARKS.md, "Per-layer cache policies"). Other types are
 predicted from the probe's KLD by their quantization error: a cache's KLD grows in
 proportion to the mean squared error of its values (second order in a small
@@ -37,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -160,8 +155,7 @@ def measure(perplexity: Path, model: Path, text: Path, workdir: Path, *, ctx: in
             Policy(ident, tuple(types["k"]), tuple(types["v"])).write(policy)
             cmd = [*common, "--cache-policy", str(policy), "--kl-divergence-base", str(base),
                    "--kl-divergence"]
-        seconds = run_logged(cmd, log, on_tick=progress.tick,
-                             env={**os.environ, "TQLLAMA_TURBO_SIGNS": "0"})
+        seconds = run_logged(cmd, log, on_tick=progress.tick)
         result = parse_perplexity(log.read_text(encoding="utf-8", errors="replace"))
         if il is None:
             progress.end(label, seconds, "")
@@ -322,7 +316,7 @@ def measurements_path(perplexity: Path, model: Path, text: Path, ctx: int, chunk
     key = hashlib.sha256(json.dumps({
         "build": build_fingerprint([perplexity]), "model": sha256_file(model),
         "text": sha256_file(text), "ctx": ctx, "chunks": chunks, "probe": probe,
-        "reference": REFERENCE, "signs": False,
+        "reference": REFERENCE,
     }, sort_keys=True).encode()).hexdigest()[:24]
     return paths.cache_dir() / "tune" / f"{key}.json"
 
