@@ -9,7 +9,12 @@ quantized to q8_0 for the K dot products, V accumulated in f32 instead of f16): 
 single f16 layer to any quantized type, q8_0 included, moves SmolLM2's output by about
 0.003 KLD, as much as turbo4's own error there, and would drown the ranking of a model whose
 layers differ little. With every cache quantized the paths are the same and q8_0's own
-error is a hundredth of turbo4's. One chunk of 512 tokens ranks the layers
+error is a hundredth of turbo4's. One part of the floor stays: a cache with any turbo layer
+rotates all its quantized layers with D H D, one without with H, so each probe also
+re-rounds the q8_0 layers (about q8_0's own KLD, the same for every K probe and for every
+V probe: the ranking within K and within V is unchanged). Dropping the signs
+(TQLLAMA_TURBO_SIGNS=0) removes it but measures a turbo4 that no policy runs, and its
+policies did worse on SmolLM2 (docs/BENCHMARKS.md). One chunk of 512 tokens ranks the layers
 as a long run does (docs/BENCHMARKS.md, "Per-layer cache policies"). Other types are
 predicted from the probe's KLD by their quantization error: a cache's KLD grows in
 proportion to the mean squared error of its values (second order in a small
