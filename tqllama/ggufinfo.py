@@ -51,8 +51,9 @@ class TensorInfo:
         from gguf.quants import dequantize
 
         qtype = GGMLQuantizationType(self.ggml_type)
-        with self.file.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            raw = np.frombuffer(buf, np.uint8, self.n_bytes, self.offset).copy()
+        with self.file.open("rb") as fh:
+            fh.seek(self.offset)
+            raw = np.frombuffer(fh.read(self.n_bytes), np.uint8)
         block, type_size = GGML_QUANT_SIZES[qtype]
         rows = raw.reshape(-1, self.shape[0] // block * type_size)
         if qtype in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):

@@ -226,27 +226,29 @@ def make_plan(shape: ModelShape, model_name: str, contexts: Sequence[int],
         raise TqError(f"--parallel {settings.n_seq}: llama.cpp takes 1 to {MAX_SEQ} sequences")
     if settings.n_ubatch < 1:
         raise TqError(f"--ubatch {settings.n_ubatch} is not positive: pass e.g. 512")
-    out = []
-    for type_k, type_v in pairs:
-        problem = unsupported(shape, type_k, type_v)
-        kept = tuple(protected) if type_k.turbo else ()
-        layers = [(cache_type("q8_0") if il in kept else type_k, type_v)
-                  for il in range(len(shape.layers))] if kept else []
+
+    def sized(type_k: CacheType, type_v: CacheType, problem: str | None,
+              layers: Sequence[tuple[CacheType, CacheType]], policy: str | None = None,
+              kept: tuple[int, ...] = ()) -> PairPlan:
         sizes = tuple(kv_size(shape, type_k, type_v, c, settings, layers) for c in contexts)
         fit = None
         if budget is not None and problem is None:
             fit = longest_fit(shape, type_k, type_v, budget, settings, layers)
-        out.append(PairPlan(type_k, type_v, problem, sizes, fit, protected=kept))
+        return PairPlan(type_k, type_v, problem, sizes, fit, policy, kept)
+
+    out = []
+    for type_k, type_v in pairs:
+        kept = tuple(protected) if type_k.turbo else ()
+        layers = [(cache_type("q8_0") if il in kept else type_k, type_v)
+                  for il in range(len(shape.layers))] if kept else []
+        out.append(sized(type_k, type_v, unsupported(shape, type_k, type_v), layers,
+                         kept=kept))
     for name, policy in policies:
         layers = [(cache_type(k), cache_type(v)) for k, v in zip(policy.k, policy.v,
                                                                  strict=True)]
         problem = next(filter(None, (unsupported(_one(shape, il), k, v)
                                      for il, (k, v) in enumerate(layers))), None)
-        sizes = tuple(kv_size(shape, *layers[0], c, settings, layers) for c in contexts)
-        fit = None
-        if budget is not None and problem is None:
-            fit = longest_fit(shape, *layers[0], budget, settings, layers)
-        out.append(PairPlan(*layers[0], problem, sizes, fit, policy=name))
+        out.append(sized(*layers[0], problem, layers, policy=name))
     return Plan(shape, model_name, settings, tuple(contexts), budget, tuple(out))
 
 
