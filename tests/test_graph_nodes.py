@@ -1,25 +1,32 @@
-"""What a turbo cache adds to llama.cpp's compute graph, held to one node per layer and tensor.
+"""What a turbo cache adds to llama.cpp's compute graph, a few nodes per layer and tensor.
 
 On a GPU every node that is not a view is at least one kernel launch, and a decode step of
 a small model is mostly launches: each node a cache type adds per layer costs every token.
 Upstream's rotated q8_0 adds 12 nodes per layer over f16 (Q, K, V and the attention output
 each reshaped, multiplied by the Hadamard matrix, reshaped back). The turbo rotation
 R = D H D is the same single multiplication (GGML_HINT_SRC0_IS_SIGNED_HADAMARD: the signs
-ride in the matrix), and key centring is one subtraction per layer, so a turbo K costs one
-node per layer over q8_0 and a turbo V none. Only the ubatch that sets the key centre (the
-first one of at least 32 tokens written into an empty cache) computes the mean as well: 6
-more nodes per layer, once per filling of the cache. A mix of types (boundary layers, a
-cache policy) costs each layer what its own types cost, nothing for the mix.
+ride in the matrix), and a turbo V costs nothing more. A turbo K pays for its centre:
+- the constant centre (what a GPU build runs, and TQLLAMA_TURBO_CENTER=span): one
+  subtraction per layer; the ubatch that sets the centre (the first one of at least 32
+  tokens written into an empty cache) computes the mean as well: 6 more nodes per layer,
+  once per filling of the cache;
+- the position-aware centre (the CPU's default): m repeated over the ubatch, turned to each
+  position and subtracted, and two views for flash attention (the cells' phases, the
+  un-rotated queries): 5 nodes per layer, 3 of them computing; the ubatch that sets the
+  centre turns its keys back and averages them: 8 more per layer.
+A mix of types (boundary layers, a cache policy) costs each layer what its own types cost,
+nothing for the mix.
 
 tests/c/graph_nodes.c counts the nodes of real graphs (eval callback) and the graphs reused,
 for prompt ubatches and single-token decodes. Measured on SmolLM2 (30 layers): decode
-f16 936, q8_0 1296, turbo4/turbo4 1326, q8_0/turbo4 1296; the first prompt of turbo4 1506.
-Before this design (357c062) llama-perplexity reported 1356 nodes for q8_0 and 2196 for
-turbo4 (+28 per layer).
+f16 936, q8_0 1296, turbo4/turbo4 1326 (constant centre) and 1446 (position-aware),
+q8_0/turbo4 1296; the first prompt of turbo4 1506 and 1686. Before this design (357c062)
+llama-perplexity reported 1356 nodes for q8_0 and 2196 for turbo4 (+28 per layer).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -30,13 +37,24 @@ N_LAYER = 30  # SmolLM2-135M
 TURBO = ("turbo2", "turbo3", "turbo4", "turbo2_qjl", "turbo3_qjl", "turbo4_qjl")
 PAIRS = ("f16/f16", "q8_0/q8_0", "q4_0/q4_0", "turbo4/turbo4", "q8_0/turbo4", "turbo4/turbo3",
          "turbo4_qjl/q8_0", "turbo4/turbo4@b2", "turbo4/turbo4@p3")
-ESTIMATE_NODES = 6  # per layer: permute, cont, mean, reshape, mask multiply, copy to the centre
+# per turbo-K layer: the nodes of its centre in every graph, and the more in the ubatch that
+# sets it (constant: permute, cont, mean, reshape, map multiply, copy to the centre;
+# position-aware: two input views, turn back, permute, cont, mean, reshape, copy)
+CENTRE_NODES = {"span": (1, 6), "position": (5, 8)}
+
+
+@pytest.fixture(scope="module", params=list(CENTRE_NODES))
+def centre(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def graphs(llama_program, model) -> dict[str, dict[str, int]]:
+def graphs(llama_program, model, centre: str) -> dict[str, dict[str, int]]:
+    env = {k: v for k, v in os.environ.items() if k != "TQLLAMA_TURBO_CENTER"}
+    if centre == "span":
+        env["TQLLAMA_TURBO_CENTER"] = "span"
     run = subprocess.run([str(llama_program("graph_nodes")), str(model), *PAIRS],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     rows = {}
     for line in run.stdout.splitlines():
@@ -59,13 +77,11 @@ def _turbo_layers(pair: str) -> tuple[int, int]:
 
 @pytest.mark.parametrize("pair", [p for p in PAIRS if _turbo_layers(p) != (0, 0)])
 @pytest.mark.parametrize("graph", ["prompt", "decode"])
-def test_turbo_costs_one_node_per_layer_and_tensor_over_q8_0(graphs, pair: str,
-                                                             graph: str) -> None:
-    k_layers, v_layers = _turbo_layers(pair)
-    base = graphs["q8_0/q8_0"][graph]
-    assert graphs[pair][graph] <= base + k_layers + v_layers
-    # exactly: the centring subtraction of a turbo K; a turbo V costs nothing
-    assert graphs[pair][graph] == base + k_layers
+def test_turbo_costs_its_key_centre_over_q8_0(graphs, centre: str, pair: str,
+                                              graph: str) -> None:
+    k_layers, _ = _turbo_layers(pair)
+    # exactly the centre's nodes per turbo K layer; a turbo V costs nothing
+    assert graphs[pair][graph] == graphs["q8_0/q8_0"][graph] + CENTRE_NODES[centre][0] * k_layers
 
 
 def test_q8_0_is_upstreams_rotation_over_f16(graphs) -> None:
@@ -75,10 +91,11 @@ def test_q8_0_is_upstreams_rotation_over_f16(graphs) -> None:
 
 
 @pytest.mark.parametrize("pair", PAIRS)
-def test_only_the_ubatch_that_sets_the_key_centre_is_larger(graphs, pair: str) -> None:
+def test_only_the_ubatch_that_sets_the_key_centre_is_larger(graphs, centre: str,
+                                                            pair: str) -> None:
     k_layers, _ = _turbo_layers(pair)
     row = graphs[pair]
-    assert row["first"] == row["prompt"] + ESTIMATE_NODES * k_layers
+    assert row["first"] == row["prompt"] + CENTRE_NODES[centre][1] * k_layers
 
 
 @pytest.mark.parametrize("pair", PAIRS)

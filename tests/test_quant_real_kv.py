@@ -16,7 +16,7 @@ from tqlab.ggmllib import GgmlCpu
 from tqlab.llama_forward import KvDump, LlamaGguf, collect_kv, kv_cache_path, load, save
 from tqllama import assets
 from tqllama.quant import qjl
-from tqllama.quant.centring import centre_keys
+from tqllama.quant.centring import centre_keys, position_centre_keys
 from tqllama.quant.codebook import relative_mse, training_blocks
 from tqllama.quant.hadamard import rotate
 from tqllama.quant.turbo import TurboQuantMSE
@@ -102,3 +102,14 @@ def test_qjl_estimate_unbiased_on_real_keys(cached_keys: np.ndarray, ggml_cpu: G
     err, s1 = np.concatenate(errors), np.concatenate(stage1)
     assert abs(err.mean()) < 0.01 * err.std(), (err.mean(), err.std())
     assert s1.mean() < -0.9 * s1.std()  # what the sign bits correct
+
+
+def test_position_aware_centre_leaves_less_than_the_constant_one(dump: KvDump) -> None:
+    """On SmolLM2's keys (512 tokens as one ubatch) the constant centre leaves 39% of the
+    keys' energy to the quantizer and the position-aware one 22%: the mean turned to each
+    position follows the pairs that turn, which a constant cannot."""
+    rope_base = LlamaGguf(assets.resolve_model(None)).rope_base
+    raw = (dump.k.astype(np.float64) ** 2).sum()
+    constant = (centre_keys(dump.k, rope_base, span=N_TOKENS, first=N_TOKENS) ** 2).sum() / raw
+    turned = (position_centre_keys(dump.k, rope_base, first=N_TOKENS) ** 2).sum() / raw
+    assert turned < 0.65 * constant, (turned, constant)

@@ -1,18 +1,23 @@
 """Key centring as a turbo K cache applies it (docs/FORMAT.md "Key centring"), in NumPy.
 
-The cache stores k - c, one c per layer and KV head shared by all its keys: attention is
-unchanged (q . c moves every logit of a query alike) while the quantizer sees only what
-varies. c comes from the first ubatch written into an empty cache. In a RoPE pair a key
-whose pre-RoPE part has the constant mean m has the mean m e^(i theta p) at position p: the
-ubatch's mean is m times the mean phase of its positions, and the constant closest to the
-keys over the cache's span [0, span) is m times the mean phase over the span. So c is the
-ubatch's mean times f = phase(span) / phase(ubatch) in each pair, f = 0 where the ubatch's
-phases cancel out (|phase(ubatch)| < 1/2), f = 1 outside RoPE. At short spans f is about 1
-in the slow pairs and 0 in the fast ones; at long spans the slow pairs shrink towards their
-mean over the span instead of keeping a window's mean that is stale later on.
+Two centres, as llama.cpp's cache chooses them (patches 0013 and 0020):
 
-This mirrors llama_kv_cache::set_input_k_center in patches/0013-kv-key-centring.patch for
-NORM-mode RoPE (llama): pair i is channels 2i and 2i+1.
+Position-aware (the CPU's default). A key whose pre-RoPE part has the mean m has the mean
+R(p) m at position p (R(p) turns RoPE pair i by p theta_i). The cache stores k - R(p) m,
+m the mean of the first ubatch's keys turned back to position 0, and flash attention adds
+q . R(p) m back to every logit: attention is exact at every position while the quantizer
+sees only what varies. Per key the term is one dot of the query's pairs combined with m's
+(`query_term`) with the key's (cos, sin) of p theta_i: what ggml's CPU kernel computes.
+
+Constant (GPU builds, TQLLAMA_TURBO_CENTER=span). The cache stores k - c, one c per layer
+and KV head shared by all its keys: q . c moves every logit of a query alike, which softmax
+ignores. c is the first ubatch's mean times f = phase(span) / phase(ubatch) in each pair,
+f = 0 where the ubatch's phases cancel out (|phase(ubatch)| < 1/2), f = 1 outside RoPE: the
+constant closest to the keys over the cache's span [0, span). At short spans f is about 1
+in the slow pairs and 0 in the fast ones; at long spans the slow pairs shrink towards their
+mean over the span, and the pairs that turn keep their mean in the quantizer's input.
+
+NORM-mode RoPE (llama): pair i is channels 2i and 2i+1, theta_i = base^(-2i/head_dim).
 """
 
 from __future__ import annotations
@@ -54,3 +59,50 @@ def centre_keys(k: np.ndarray, rope_base: float, span: int, first: int) -> np.nd
     mean = k[:, :first].astype(np.float64).mean(axis=1, keepdims=True)
     c = mean @ centre_map(k.shape[-1], rope_base, span, np.arange(first)).T
     return (k - c).astype(np.float32)
+
+
+def _pairs(x: np.ndarray) -> np.ndarray:
+    return x[..., 0::2] + 1j * x[..., 1::2]
+
+
+def _channels(z: np.ndarray) -> np.ndarray:
+    out = np.empty((*z.shape[:-1], 2 * z.shape[-1]))
+    out[..., 0::2], out[..., 1::2] = z.real, z.imag
+    return out
+
+
+def phases(head_dim: int, rope_base: float, positions: np.ndarray) -> np.ndarray:
+    """exp(i p theta_i): (positions, head_dim // 2) complex."""
+    theta = rope_base ** (-2.0 * np.arange(head_dim // 2) / head_dim)
+    return np.exp(1j * np.outer(np.asarray(positions, dtype=np.float64), theta))
+
+
+def position_centre(k: np.ndarray, rope_base: float, first: int) -> np.ndarray:
+    """m: the mean of the first `first` keys (positions 0 .. first-1) turned back to
+    position 0; k is (layers, tokens, kv_heads, head_dim) post-RoPE, m (layers, kv_heads,
+    head_dim)."""
+    turn = phases(k.shape[-1], rope_base, np.arange(first))[None, :, None, :]
+    return _channels((_pairs(k[:, :first].astype(np.float64)) / turn).mean(axis=1))
+
+
+def position_centre_keys(k: np.ndarray, rope_base: float, first: int) -> np.ndarray:
+    """What the CPU's cache quantizes: k - R(p) m at each key's position p = its index."""
+    m = position_centre(k, rope_base, first)
+    turn = phases(k.shape[-1], rope_base, np.arange(k.shape[1]))[None, :, None, :]
+    return (k - _channels(_pairs(m)[:, None] * turn)).astype(np.float32)
+
+
+def query_term(q: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Per RoPE pair (x a + y b, y a - x b) for the query's pair (x, y) and m's (a, b), laid
+    out (cos, sin) like the cells' phases: q . R(p) m is its dot with (cos p theta_i,
+    sin p theta_i), as ggml_flash_attn_ext_set_k_center computes it."""
+    x, y = q[..., 0::2], q[..., 1::2]
+    a, b = m[..., 0::2], m[..., 1::2]
+    return _channels((x * a + y * b) + 1j * (y * a - x * b))
+
+
+def attention_term(q: np.ndarray, m: np.ndarray, rope_base: float,
+                   positions: np.ndarray) -> np.ndarray:
+    """q . R(p) m for one query (head_dim,) against keys at `positions`: (len(positions),)."""
+    tab = _channels(phases(q.shape[-1], rope_base, positions))
+    return tab @ query_term(q, m)
