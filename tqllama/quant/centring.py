@@ -1,6 +1,6 @@
 """Key centring as a turbo K cache applies it (docs/FORMAT.md "Key centring"), in NumPy.
 
-Two centres, as llama.cpp's cache chooses them (patches 0013 and 0020):
+Two centres, as llama.cpp's cache chooses them (patches 0013 and 0021):
 
 Position-aware (the CPU's default). A key whose pre-RoPE part has the mean m has the mean
 R(p) m at position p (R(p) turns RoPE pair i by p theta_i). The cache stores k - R(p) m,
@@ -35,10 +35,15 @@ def phase_mean(theta: np.ndarray, n: float) -> np.ndarray:
     return amp * np.exp(1j * half * 2 * (n - 1) / 2)
 
 
+def rope_theta(head_dim: int, rope_base: float) -> np.ndarray:
+    """theta_i = base^(-2i/head_dim), the turn of RoPE pair i per position."""
+    return rope_base ** (-2.0 * np.arange(head_dim // 2) / head_dim)
+
+
 def centre_factors(head_dim: int, rope_base: float, span: int,
                    positions: np.ndarray) -> np.ndarray:
     """f per RoPE pair (complex): the ubatch at `positions` to the span [0, span)."""
-    theta = rope_base ** (-2.0 * np.arange(head_dim // 2) / head_dim)
+    theta = rope_theta(head_dim, rope_base)
     ubatch = np.exp(1j * np.outer(theta, np.asarray(positions, dtype=np.float64))).mean(axis=1)
     ok = np.abs(ubatch) >= MIN_PHASE
     return np.where(ok, phase_mean(theta, span) / np.where(ok, ubatch, 1.0), 0.0)
@@ -73,7 +78,7 @@ def _channels(z: np.ndarray) -> np.ndarray:
 
 def phases(head_dim: int, rope_base: float, positions: np.ndarray) -> np.ndarray:
     """exp(i p theta_i): (positions, head_dim // 2) complex."""
-    theta = rope_base ** (-2.0 * np.arange(head_dim // 2) / head_dim)
+    theta = rope_theta(head_dim, rope_base)
     return np.exp(1j * np.outer(np.asarray(positions, dtype=np.float64), theta))
 
 
