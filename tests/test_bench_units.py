@@ -185,13 +185,13 @@ def test_preset_long_sets_context_and_passkey_but_options_win(tmp_path: Path):
     none = {"ctx": None, "chunks": None, "depths": None, "passkey": None,
             "passkey_depths": None, "passkey_keys": None}
     long = settings_from(None, (), "long", **none)
-    assert (long.ctx, long.chunks, long.depths) == (8192, 4, ())
-    assert long.passkey == (2048, 4096, 8192) and long.passkey_depths == (0.1, 0.5, 0.9)
+    assert (long.ctx, long.chunks, long.depths) == (8192, 1, ())
+    assert long.passkey == (2048, 4096, 8192) and long.passkey_depths == (0.5,)
     assert "turbo4/turbo4" in [p.label for p in long.pairs]
     mine = settings_from(None, (), "long", **{**none, "ctx": 4096, "passkey": "1024,2048",
                                                "passkey_depths": "0.25"})
     assert (mine.ctx, mine.chunks, mine.passkey, mine.passkey_depths) == (
-        4096, 4, (1024, 2048), (0.25,))
+        4096, 1, (1024, 2048), (0.25,))
     config = tmp_path / "s.toml"
     config.write_text("chunks = 8\npasskey = [4096]\n")
     from_file = settings_from(config, (), "long", **none)

@@ -11,14 +11,15 @@ from tqllama.bench import retrieval
 from tqllama.errors import TqError
 
 
-def test_trials_are_seeded_and_longest_prefix_first() -> None:
+def test_trials_are_seeded_and_share_the_longest_prefixes() -> None:
+    """One key per depth, asked at every length: deepest key first, longest context first."""
     a = retrieval.trials([1024, 4096], [0.1, 0.5, 0.9], seed=3)
     assert a == retrieval.trials([1024, 4096], [0.1, 0.5, 0.9], seed=3)
-    assert len(a) == 6 and len({t.key for t in a}) == 6
-    assert all(len(t.key) == 5 and t.key.isdigit() for t in a)
-    prefixes = [t.length * t.depth for t in a]
-    assert prefixes == sorted(prefixes, reverse=True)
-    assert a[0].label == "4096@0.9"
+    assert [t.label for t in a] == ["4096@0.9", "1024@0.9", "4096@0.5", "1024@0.5",
+                                    "4096@0.1", "1024@0.1"]
+    assert len({t.key for t in a}) == 3 and all(len(t.key) == 5 and t.key.isdigit() for t in a)
+    assert a[0].key == a[1].key and {t.shortest for t in a} == {1024}
+    assert len(retrieval.trials([1024], [0.5], keys=4)) == 4
 
 
 @pytest.mark.parametrize(("answer", "found"), [
@@ -26,24 +27,50 @@ def test_trials_are_seeded_and_longest_prefix_first() -> None:
     (" 153061", False), (" 1530", False), ("", False), (" key 99999, no: 15306", False),
 ])
 def test_exact_match_is_the_first_number(answer: str, found: bool) -> None:
-    trial = retrieval.Trial(1024, 0.5, "15306")
-    assert retrieval.Outcome(trial, answer).found is found
+    trial = retrieval.Trial(1024, 0.5, "15306", 1024)
+    assert retrieval.Outcome(trial, answer, 500, 1024).found is found
+
+
+def test_a_key_sits_at_its_depth_of_the_shortest_prompt_in_every_prompt() -> None:
+    hay, needle, question = list(range(10_000)), [-1, -2, -3], [-9] * 5
+    planned = retrieval.trials([512, 2048], [0.5])
+    prompts = [retrieval.prompt_tokens(hay, t, needle, question) for t in planned]
+    (long, at_long), (short, at_short) = prompts
+    assert len(long) == 2048 - retrieval.ANSWER and len(short) == 512 - retrieval.ANSWER
+    room = 512 - retrieval.ANSWER - len(question) - len(needle)
+    assert at_long == at_short == room // 2
+    assert long[at_long:at_long + 3] == needle and long[-5:] == question
+    # the short prompt is the long one's beginning: the prompt cache reads it for free
+    assert short[:-5] == long[:len(short) - 5]
+
+
+def test_a_short_text_or_a_tiny_context_is_one_line() -> None:
+    needle, question = [-1] * 20, [-9] * 15
+    (trial,) = retrieval.trials([4096], [0.5])
+    with pytest.raises(TqError, match="pass a longer --text"):
+        retrieval.prompt_tokens(list(range(1000)), trial, needle, question)
+    (tiny,) = retrieval.trials([40], [0.5])
+    with pytest.raises(TqError, match="no room for the key"):
+        retrieval.prompt_tokens(list(range(1000)), tiny, needle, question)
 
 
 @pytest.mark.slow
 def test_passkey_through_llama_server(built_tools, model: Path, text: Path,
                                       tmp_path: Path) -> None:
     """Prompts of exactly the asked length (llama-server counts them), answered greedily;
-    SmolLM2 finds a key placed early in a short prompt with an f16 cache."""
+    the shorter prompt comes from the prompt cache but its question. SmolLM2 finds a key
+    set early in a short context with an f16 cache."""
     out = retrieval.passkey(Path(built_tools.binaries["llama-server"]), model, text,
                             ["-ctk", "f16", "-ctv", "f16"], tmp_path / "server.log",
                             lengths=[512, 1024], depths=[0.1], threads=2)
     assert [o.trial.length for o in out] == [1024, 512]
     assert all(o.answer for o in out)
     assert any(o.found for o in out), [o.answer for o in out]
+    assert out[0].read == 1024 - retrieval.ANSWER and out[1].read <= 16, [o.read for o in out]
     summary = retrieval.summary(out)
     assert summary["tried"] == 2 and set(summary["by_length"]) == {"1024", "512"}
     assert [(t["length"], t["depth"]) for t in summary["trials"]] == [(1024, 0.1), (512, 0.1)]
+    assert summary["read"] == out[0].read + out[1].read
 
 
 @pytest.mark.slow

@@ -1,11 +1,18 @@
 """Passkey retrieval at depth: can the model still find one fact in a long cached context?
 
 KL divergence averages over every token; a long-context user asks whether one fact written
-thousands of tokens back can still be read. Each trial hides "The pass key is NNNNN." in the
-evaluation text at a given fraction of a prompt of a given length (in tokens), asks for it at
-the end, and scores greedy decoding by exact match. Prompts are built as token ids, so their
-lengths are exact; they share the text's prefix, so llama-server's prompt cache reuses the
-part before the key from one trial to the next (trials run longest prefix first).
+thousands of tokens back can still be read. A trial hides "The pass key is NNNNN." in the
+evaluation text, asks for it at the end and scores greedy decoding by exact match; it fills
+a context of its length in tokens (prompt and answer). Prompts are token ids, so their
+lengths are exact.
+
+One key is asked at every length: it sits at its depth (a fraction) of the shortest
+context's prompt, so every longer prompt is the same text going on further and the key is
+further back (at depth 0.5 of 2048 it is 1K, 3K and 7K tokens back at 2048, 4096 and 8192).
+llama-server's prompt cache then reads the longest prompt once and each shorter one costs
+its question only: one prefill per key, which is what makes the check cheap enough to run
+at 8K on a CPU. One key per prompt: a small model asked about one of several keys answers
+with the last one it read.
 """
 
 from __future__ import annotations
@@ -22,14 +29,20 @@ from tqllama.serve import post, server
 
 NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key. "
 QUESTION = " What is the pass key? The pass key is"
-MARGIN = 64  # cells beyond the longest prompt: the question's answer and rounding
+ANSWER = 8  # tokens generated: a five-digit key and what follows it
 
 
 @dataclass(frozen=True)
 class Trial:
-    length: int  # prompt tokens
-    depth: float  # where the key sits, as a fraction of the prompt
+    length: int  # the context it fills: prompt and answer, in tokens
+    depth: float  # where the key sits, as a fraction of the shortest context's prompt
     key: str
+    shortest: int  # that shortest context, in tokens
+
+    @property
+    def prompt(self) -> int:
+        """The prompt's tokens."""
+        return self.length - ANSWER
 
     @property
     def label(self) -> str:
@@ -40,6 +53,8 @@ class Trial:
 class Outcome:
     trial: Trial
     answer: str
+    position: int  # the token where the key's sentence starts
+    read: int  # prompt tokens llama-server computed (the rest came from its prompt cache)
 
     @property
     def found(self) -> bool:
@@ -50,12 +65,17 @@ class Outcome:
 
 def trials(lengths: Sequence[int], depths: Sequence[float], keys: int = 1,
            seed: int = 0) -> list[Trial]:
-    """`keys` trials per length and depth, each with its own 5-digit key; longest prefix
-    first (a stable sort: keys of one cell keep their order)."""
+    """`keys` keys per depth, each with its own 5-digit number and asked at every length.
+    Deepest key first, and each key's longest context first: each prompt then shares the
+    longest possible prefix with the one before it."""
     rng = random.Random(seed)
-    out = [Trial(n, d, str(rng.randrange(10_000, 100_000)))
-           for n in lengths for d in depths for _ in range(keys)]
-    return sorted(out, key=lambda t: -t.length * t.depth)
+    shortest = min(lengths)
+    out = []
+    for depth in sorted(depths, reverse=True):
+        for _ in range(keys):
+            key = str(rng.randrange(10_000, 100_000))
+            out += [Trial(n, depth, key, shortest) for n in sorted(lengths, reverse=True)]
+    return out
 
 
 def _tokens(url: str, text: str) -> list[int]:
@@ -65,29 +85,39 @@ def _tokens(url: str, text: str) -> list[int]:
     return out["tokens"]
 
 
+def prompt_tokens(hay: Sequence[int], trial: Trial, needle: Sequence[int],
+                  question: Sequence[int]) -> tuple[list[int], int]:
+    """The trial's prompt (the text with the key's sentence at its place, then the question)
+    and where that sentence starts."""
+    room = trial.shortest - ANSWER - len(question) - len(needle)
+    if room < 0:
+        raise TqError(f"a passkey context of {trial.shortest} tokens has no room for the key: "
+                      "ask for longer contexts")
+    body = trial.prompt - len(question) - len(needle)
+    if body > len(hay):
+        raise TqError(f"the text has {len(hay)} tokens, a passkey context of {trial.length} "
+                      "tokens needs more: pass a longer --text")
+    at = int(trial.depth * room)
+    return [*hay[:at], *needle, *hay[at:body], *question], at
+
+
 def run_trials(url: str, haystack: str, planned: Sequence[Trial]) -> list[Outcome]:
-    """Each trial against one llama-server (one slot): prompt as token ids, greedy answer."""
+    """The trials against one llama-server (one slot): prompts as token ids, greedy answers."""
     hay = _tokens(url, haystack)
     question = _tokens(url, QUESTION)
     outcomes = []
     for t in planned:
-        needle = _tokens(url, NEEDLE.format(key=t.key))
-        n_hay = t.length - len(needle) - len(question)
-        if n_hay > len(hay):
-            raise TqError(f"the text has {len(hay)} tokens, a {t.length}-token passkey prompt "
-                          "needs more: pass a longer --text")
-        at = int(n_hay * t.depth)
-        prompt = hay[:at] + needle + hay[at:n_hay] + question
+        prompt, at = prompt_tokens(hay, t, _tokens(url, NEEDLE.format(key=t.key)), question)
         status, out = post(f"{url}/completion", {
-            "prompt": prompt, "n_predict": 8, "temperature": 0, "cache_prompt": True,
+            "prompt": prompt, "n_predict": ANSWER, "temperature": 0, "cache_prompt": True,
         })
         if status != 200:
-            raise TqError(f"llama-server failed a {t.length}-token passkey prompt: "
+            raise TqError(f"llama-server failed a {t.prompt}-token passkey prompt: "
                           f"{out.get('error', out)}")
-        if out.get("tokens_evaluated") != t.length:
+        if out.get("tokens_evaluated") != t.prompt:
             raise TqError(f"llama-server read {out.get('tokens_evaluated')} tokens of a "
-                          f"{t.length}-token passkey prompt: its tokenizer and this prompt differ")
-        outcomes.append(Outcome(t, out["content"]))
+                          f"{t.prompt}-token passkey prompt: its tokenizer and this prompt differ")
+        outcomes.append(Outcome(t, out["content"], at, out["timings"]["prompt_n"]))
     return outcomes
 
 
@@ -96,7 +126,7 @@ def passkey(binary: Path, model: Path, text: Path, cache_args: Sequence[str], lo
             threads: int | None = None, extra_args: Sequence[str] = ()) -> list[Outcome]:
     """All trials for one cache configuration (`-ctk ... -ctv ...` in `cache_args`)."""
     planned = trials(lengths, depths, keys)
-    ctx = max(lengths) + MARGIN
+    ctx = max(lengths)
     # the prompt needs at most ~6 characters per token of text
     haystack = text.read_text(encoding="utf-8", errors="replace")[: 6 * ctx]
     args = ["-c", str(ctx), "-np", "1", "-fa", "on", "--no-warmup", *cache_args, *extra_args]
@@ -107,7 +137,7 @@ def passkey(binary: Path, model: Path, text: Path, cache_args: Sequence[str], lo
 
 
 def summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
-    """Found / tried per prompt length, and every trial's answer, for the results store."""
+    """Found / tried per context length, and every trial's answer, for the results store."""
     by_length: dict[str, list[int]] = {}
     for o in outcomes:
         found_tried = by_length.setdefault(str(o.trial.length), [0, 0])
@@ -116,7 +146,9 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     return {
         "found": sum(o.found for o in outcomes),
         "tried": len(outcomes),
+        "read": sum(o.read for o in outcomes),
         "by_length": by_length,
         "trials": [{"length": o.trial.length, "depth": o.trial.depth, "key": o.trial.key,
-                    "answer": o.answer, "found": o.found} for o in outcomes],
+                    "position": o.position, "answer": o.answer, "found": o.found,
+                    "read": o.read} for o in outcomes],
     }

@@ -64,8 +64,8 @@ class SweepSettings:
     n_gen: int = 64
     reps: int = 2
     passkey: tuple[int, ...] = ()  # passkey prompt lengths (tokens); none: no passkey check
-    passkey_depths: tuple[float, ...] = (0.1, 0.5, 0.9)
-    passkey_keys: int = 1  # trials per length and depth
+    passkey_depths: tuple[float, ...] = (0.1, 0.5, 0.9)  # of the shortest context's prompt
+    passkey_keys: int = 1  # keys per depth, each asked at every length
     bin_dir: Path | None = None
     force: bool = False
     keep_going: bool = False
@@ -84,13 +84,14 @@ def parse_depths(value: Any) -> tuple[int, ...]:
 
 
 def parse_passkey(value: Any) -> tuple[int, ...]:
-    """`2048,8192` or a TOML list: passkey prompt lengths in tokens."""
-    return _numbers(value, int, "--passkey", "prompt lengths in tokens like 2048,8192",
+    """`2048,8192` or a TOML list: the contexts passkey trials fill, in tokens."""
+    return _numbers(value, int, "--passkey", "context lengths in tokens like 2048,8192",
                     lambda x: x >= 64)
 
 
 def parse_passkey_depths(value: Any) -> tuple[float, ...]:
-    """`0.1,0.5,0.9` or a TOML list: where the key sits, as fractions of the prompt."""
+    """`0.1,0.5,0.9` or a TOML list: where each key sits, as fractions of the shortest
+    context's prompt."""
     return _numbers(value, float, "--passkey-depths", "fractions like 0.1,0.5,0.9",
                     lambda x: 0.0 <= x < 1.0)
 
@@ -310,7 +311,9 @@ class Run:
         if self.kind == "bench":
             return (p["reps"] + 1) * (p["n_prompt"] + 4 * p["n_gen"]) + p["depth"]
         if self.kind == "passkey":
-            return sum(p["passkey"]) * len(p["passkey_depths"]) * p["passkey_keys"]
+            # each key's longest prompt once (the others are its prefixes), then the questions
+            keys = len(p["passkey_depths"]) * p["passkey_keys"]
+            return keys * (max(p["passkey"]) + 4 * 32 * len(p["passkey"]))
         return p["ctx"] * p["chunks"]
 
     @property
@@ -368,8 +371,10 @@ def plan(settings: SweepSettings, env: Environment) -> tuple[Run, list[Run]]:
         runs.append(Run("kld", pair, base_params, key,
                         [*ppl, *pair.args(), "--kl-divergence-base", str(logits),
                          "--kl-divergence"]))
+    # the needle and the question in the key: trials asked differently are other runs
     passkey = {"passkey": s.passkey, "passkey_depths": s.passkey_depths,
-               "passkey_keys": s.passkey_keys, "threads": s.threads, "backend": s.backend}
+               "passkey_keys": s.passkey_keys, "threads": s.threads, "backend": s.backend,
+               "needle": retrieval.NEEDLE, "question": retrieval.QUESTION}
     server_id = sha256_file(env.server)[:16] if s.passkey and env.server else None
     for pair in s.pairs if s.passkey else ():
         key = _key(kind="passkey", **pair.key_fields(), build=env.build_id, server=server_id,

@@ -57,12 +57,13 @@ def bench() -> None:
 @click.option("--n-prompt", type=int, help=f"llama-bench -p [{_default('n_prompt')}]")
 @click.option("--n-gen", type=int, help=f"llama-bench -n [{_default('n_gen')}]")
 @click.option("--reps", type=int, help=f"llama-bench -r [{_default('reps')}]")
-@click.option("--passkey", help="passkey retrieval at depth (llama-server): prompt lengths in "
-              "tokens, e.g. 2048,8192 [none; preset long: 2048,4096,8192]")
-@click.option("--passkey-depths", help="where the key sits, as fractions of the prompt "
-              f"[{_default('passkey_depths')}]")
+@click.option("--passkey", help="passkey retrieval at depth (llama-server): the contexts the "
+              "trials fill, in tokens, e.g. 2048,8192 [none; preset long: 2048,4096,8192]")
+@click.option("--passkey-depths", help="where each key sits, as fractions of the shortest "
+              f"context's prompt; one key (one prefill) each [{_default('passkey_depths')}; "
+              "preset long: 0.5]")
 @click.option("--passkey-keys", type=int,
-              help=f"passkey trials per length and depth [{_default('passkey_keys')}]")
+              help=f"keys per depth, each asked at every length [{_default('passkey_keys')}]")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help=f"results directory [./{DEFAULT_OUT}]")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
