@@ -8,6 +8,7 @@ KLD is orders of magnitude larger, without flaking on noise.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,9 @@ def test_position_aware_centre_beats_the_constant_one(built_tools, model: Path, 
                              env={**os.environ, "TQLLAMA_TURBO_CENTER": "span"})
     assert "turned to each key's position" in stderr_pos
     assert "made constant over" in stderr_span
+    # the cells' phases: F32 (cos, sin) of 32 RoPE pairs for each of the 4 x 512 cells
+    phases = re.search(r"([\d.]+) MiB of cell phases", stderr_pos)
+    assert phases and float(phases.group(1)) == 4 * CTX * 64 * 4 / 2**20, stderr_pos[-3000:]
     assert pos < 0.93 * span, (pos, span)
 
 

@@ -1,10 +1,11 @@
 """Passkey retrieval at depth: can the model still find one fact in a long cached context?
 
 KL divergence averages over every token; a long-context user asks whether one fact written
-thousands of tokens back can still be read. A trial hides "The pass key is NNNNN." in the
-evaluation text, asks for it at the end and scores greedy decoding by exact match; it fills
-a context of its length in tokens (prompt and answer). Prompts are token ids, so their
-lengths are exact.
+thousands of tokens back can still be read. A trial hides "The pass key is NNNNN." in
+filler text (the classic passkey test's "The grass is green. The sky is blue. ..."
+repeated, so that finding the key is a matter of attention, not of reading comprehension),
+asks for it at the end and scores greedy decoding by exact match; it fills a context of
+its length in tokens (prompt and answer). Prompts are token ids, so their lengths are exact.
 
 One key is asked at every length: it sits at its depth (a fraction) of the shortest
 context's prompt, so every longer prompt is the same text going on further and the key is
@@ -27,7 +28,9 @@ from typing import Any
 from tqllama.errors import TqError
 from tqllama.serve import post, server
 
-NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key. "
+FILLER = (" The grass is green. The sky is blue. The sun is yellow. Here we go."
+          " There and back again.")
+NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = " What is the pass key? The pass key is"
 ANSWER = 8  # tokens generated: a five-digit key and what follows it
 
@@ -87,23 +90,21 @@ def _tokens(url: str, text: str) -> list[int]:
 
 def prompt_tokens(hay: Sequence[int], trial: Trial, needle: Sequence[int],
                   question: Sequence[int]) -> tuple[list[int], int]:
-    """The trial's prompt (the text with the key's sentence at its place, then the question)
-    and where that sentence starts."""
+    """The trial's prompt (the filler with the key's sentence at its place, then the
+    question) and where that sentence starts."""
     room = trial.shortest - ANSWER - len(question) - len(needle)
     if room < 0:
         raise TqError(f"a passkey context of {trial.shortest} tokens has no room for the key: "
                       "ask for longer contexts")
-    body = trial.prompt - len(question) - len(needle)
-    if body > len(hay):
-        raise TqError(f"the text has {len(hay)} tokens, a passkey context of {trial.length} "
-                      "tokens needs more: pass a longer --text")
     at = int(trial.depth * room)
+    body = trial.prompt - len(question) - len(needle)
     return [*hay[:at], *needle, *hay[at:body], *question], at
 
 
-def run_trials(url: str, haystack: str, planned: Sequence[Trial]) -> list[Outcome]:
+def run_trials(url: str, planned: Sequence[Trial]) -> list[Outcome]:
     """The trials against one llama-server (one slot): prompts as token ids, greedy answers."""
-    hay = _tokens(url, haystack)
+    filler = _tokens(url, FILLER)
+    hay = filler * (max(t.prompt for t in planned) // len(filler) + 1)
     question = _tokens(url, QUESTION)
     outcomes = []
     for t in planned:
@@ -121,19 +122,17 @@ def run_trials(url: str, haystack: str, planned: Sequence[Trial]) -> list[Outcom
     return outcomes
 
 
-def passkey(binary: Path, model: Path, text: Path, cache_args: Sequence[str], log: Path,
+def passkey(binary: Path, model: Path, cache_args: Sequence[str], log: Path,
             lengths: Sequence[int], depths: Sequence[float], keys: int = 1,
             threads: int | None = None, extra_args: Sequence[str] = ()) -> list[Outcome]:
     """All trials for one cache configuration (`-ctk ... -ctv ...` in `cache_args`)."""
     planned = trials(lengths, depths, keys)
-    ctx = max(lengths)
-    # the prompt needs at most ~6 characters per token of text
-    haystack = text.read_text(encoding="utf-8", errors="replace")[: 6 * ctx]
-    args = ["-c", str(ctx), "-np", "1", "-fa", "on", "--no-warmup", *cache_args, *extra_args]
+    args = ["-c", str(max(lengths)), "-np", "1", "-fa", "on", "--no-warmup", *cache_args,
+            *extra_args]
     if threads:
         args += ["-t", str(threads)]
     with server(binary, model, log, *args) as url:
-        return run_trials(url, haystack, planned)
+        return run_trials(url, planned)
 
 
 def summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:

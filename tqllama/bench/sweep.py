@@ -374,11 +374,12 @@ def plan(settings: SweepSettings, env: Environment) -> tuple[Run, list[Run]]:
     # the needle and the question in the key: trials asked differently are other runs
     passkey = {"passkey": s.passkey, "passkey_depths": s.passkey_depths,
                "passkey_keys": s.passkey_keys, "threads": s.threads, "backend": s.backend,
-               "needle": retrieval.NEEDLE, "question": retrieval.QUESTION}
+               "filler": retrieval.FILLER, "needle": retrieval.NEEDLE,
+               "question": retrieval.QUESTION}
     server_id = sha256_file(env.server)[:16] if s.passkey and env.server else None
     for pair in s.pairs if s.passkey else ():
         key = _key(kind="passkey", **pair.key_fields(), build=env.build_id, server=server_id,
-                   model=env.model.sha256, text=env.text.sha256, **passkey)
+                   model=env.model.sha256, **passkey)
         runs.append(Run("passkey", pair, passkey, key,
                         [str(env.server), "-m", env.model.path, *pair.args(), *_backend_args(s)]))
     for pair in s.pairs:
@@ -479,7 +480,7 @@ class Sweep:
             type_v_boundary=run.pair.v_boundary, policy=run.pair.policy, params=run.params,
             command=run.command,
             build_id=self.env.build_id, build_manifest=self.env.build_manifest,
-            model=self.env.model, text=self.env.text if run.kind != "bench" else None,
+            model=self.env.model, text=self.env.text if run.kind in ("base", "kld") else None,
             log=str(log.relative_to(self.store.root)), started=started,
             seconds=round(seconds, 2), **fields))
         self.progress.end(run.label, seconds, summary)
@@ -488,7 +489,7 @@ class Sweep:
         s, started = self.settings, time.monotonic()
         assert self.env.server is not None
         outcomes = retrieval.passkey(
-            self.env.server, Path(self.env.model.path), Path(self.env.text.path),
+            self.env.server, Path(self.env.model.path),
             run.pair.args(), log, s.passkey, s.passkey_depths, s.passkey_keys,
             threads=s.threads, extra_args=_backend_args(s))
         return time.monotonic() - started, {"passkey": retrieval.summary(outcomes)}
