@@ -329,7 +329,7 @@ def _markdown(rows: list[PairRow], speed_keys: list[SpeedKey], baseline: CachePa
     notes = ["", "bits: per value, K/V and mean; KV MiB: as llama-perplexity reports it; "
              "PPL, KLD, same top token: against the f16 cache."]
     if lengths:
-        notes.append("passkey N: keys found / asked for in prompts of N tokens (greedy answer, "
+        notes.append("passkey N: keys found / asked for in contexts of N tokens (greedy answer, "
                      "exact match; llama-server with this cache).")
     if speed_keys:
         ratio = f", in brackets the ratio to {baseline.label}" if baseline else ""
