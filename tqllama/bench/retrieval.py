@@ -106,9 +106,12 @@ def run_trials(url: str, planned: Sequence[Trial]) -> list[Outcome]:
     filler = _tokens(url, FILLER)
     hay = filler * (max(t.prompt for t in planned) // len(filler) + 1)
     question = _tokens(url, QUESTION)
+    # a key is asked at every length: its sentence is tokenized once
+    needles = {key: _tokens(url, NEEDLE.format(key=key)) for key in dict.fromkeys(
+        t.key for t in planned)}
     outcomes = []
     for t in planned:
-        prompt, at = prompt_tokens(hay, t, _tokens(url, NEEDLE.format(key=t.key)), question)
+        prompt, at = prompt_tokens(hay, t, needles[t.key], question)
         status, out = post(f"{url}/completion", {
             "prompt": prompt, "n_predict": ANSWER, "temperature": 0, "cache_prompt": True,
         })

@@ -63,7 +63,7 @@ class SweepSettings:
     n_prompt: int = 512
     n_gen: int = 64
     reps: int = 2
-    passkey: tuple[int, ...] = ()  # passkey prompt lengths (tokens); none: no passkey check
+    passkey: tuple[int, ...] = ()  # contexts the passkey trials fill (tokens); none: no check
     passkey_depths: tuple[float, ...] = (0.1, 0.5, 0.9)  # of the shortest context's prompt
     passkey_keys: int = 1  # keys per depth, each asked at every length
     bin_dir: Path | None = None
