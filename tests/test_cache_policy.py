@@ -189,7 +189,9 @@ def test_smollm2_needs_no_automatic_protection(built_tools, model: Path, text: P
 def test_qwen_keeps_the_keys_of_its_biased_layer_in_q8_0(built_tools, text: Path) -> None:
     """Qwen2.5-Coder-0.5B's layer 0 keys are nearly all bias (tqllama tune: a turbo4 K there
     alone costs 0.087 KLD, every other layer's 0.004 or less): plain turbo4 keeps them in q8_0
-    and says so in one line; --cache-policy none gives every layer turbo4."""
+    and says so in one line; --cache-policy none gives every layer turbo4. The q8_0 layer's
+    keys are centred like the turbo ones (patch 0023): uncentred, that layer made plain turbo4
+    worse than none (c=512, 8 chunks: 0.0293 against 0.0234; centred 0.0226)."""
     qwen = assets.fetch_model("qwen2.5-coder-0.5b")
     common = [built_tools.binaries["llama-perplexity"], "-m", str(qwen), "-f", str(text),
               "-c", "128", "--chunks", "1", *TURBO4]
@@ -198,9 +200,14 @@ def test_qwen_keeps_the_keys_of_its_biased_layer_in_q8_0(built_tools, text: Path
     assert "K of layer 0 at q8_0" in line and "--cache-policy none" in line
     assert [t for t, _ in auto.kv_cache.k_parts] == ["turbo4", "q8_0"]
     assert [t for t, _ in auto.kv_cache.v_parts] == ["turbo4"]
+    assert "turbo key centring on in 24 layers" in log
     none, log = perplexity(*common, "--cache-policy", "none")
     assert "cache policy auto" not in log
     assert [t for t, _ in none.kv_cache.k_parts] == ["turbo4"]
+    assert "turbo key centring on in 24 layers" in log
+    # a cache whose K is not turbo stays as upstream has it, its q8_0 keys uncentred
+    _, log = perplexity(*common[:-4], "-ctk", "q8_0", "-ctv", "turbo4")
+    assert "turbo key centring on" not in log
     # tqllama plan mirrors the rule from the file's weights, to the byte
     gguf = read_gguf(qwen)
     assert auto_protected(gguf, "turbo4") == (0,)
