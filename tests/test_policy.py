@@ -112,9 +112,9 @@ def test_choose_protects_the_sensitive_cache_within_the_budget(smollm2) -> None:
     assert {c.k for c in floor.layers} == {c.v for c in floor.layers} == {"turbo3"}
 
 
-def test_keys_take_an_uncentred_type_only_where_measured_cheap(smollm2) -> None:
-    """q5_0 keys are not centred: tune measures them (k_plain) instead of predicting them
-    from the turbo probe, and a layer whose uncentred keys cost much keeps turbo or q8_0."""
+def test_keys_take_a_non_turbo_type_only_where_measured_cheap(smollm2) -> None:
+    """tune measures q5_0 keys (k_plain) instead of predicting them from the turbo probe,
+    and a layer whose q5_0 keys cost much keeps turbo or q8_0."""
     shape = model_shape(smollm2)
     types = ("q8_0", "q5_0", "turbo4", "turbo3")
 
@@ -125,7 +125,7 @@ def test_keys_take_an_uncentred_type_only_where_measured_cheap(smollm2) -> None:
     # k_plain is the KLD of q5_0 keys: a third of turbo4's is what its error predicts
     assert "q5_0" in k_types(0.0012)
     assert "q5_0" not in k_types(0.004)  # no better than turbo4 keys at 1.25 bits more
-    assert "q5_0" not in k_types(1.0)  # uncentred keys that break the model
+    assert "q5_0" not in k_types(1.0)  # keys that break the model
     assert "q5_0" not in k_types(None)  # not measured: not predicted either
     assert "q5_0" in {c.v for c in choose([Sensitivity(il, 0.004, 0.001) for il in range(30)],
                                           shape, types, budget=4.6).layers}

@@ -19,11 +19,12 @@ as a long run does (docs/BENCHMARKS.md, "Per-layer cache policies"). Other types
 predicted from the probe's KLD by their quantization error: a cache's KLD grows in
 proportion to the mean squared error of its values (second order in a small
 perturbation), and the reference quantizers give that error for every type on rotated
-Gaussian rows, on which real K and V rows behave alike (docs/REFERENCE.md). That holds
-for keys only where the cache centres them as it centres turbo keys: a K cache of another
-type under 8 bits (q5_0, q5_1, q4_0, iq4_nl) stores uncentred keys, whose error can be
-far larger on models with large key biases, so when the candidates include one, the keys
-are measured once more in the smallest of them and its kind is predicted from that.
+Gaussian rows, on which real K and V rows behave alike (docs/REFERENCE.md). For keys that
+holds within the turbo types; a K cache of another type under 8 bits (q5_0, q5_1, q4_0,
+iq4_nl) lost far more than its Gaussian error on models with large key biases while it was
+stored uncentred (before patch 0023), and its error on real keys is measured rather than
+assumed: when the candidates include one, the keys are measured once more in the smallest
+of them and its kind is predicted from that.
 
 The choice minimises the summed predicted KLD of all layers within a budget of bits per
 value (K and V together, weighted by their widths), picking upgrades by the KLD they
@@ -71,7 +72,7 @@ class Sensitivity:
     layer: int
     k: float
     v: float
-    k_plain: float | None = None  # the K cache in an uncentred type (plain_probe), if measured
+    k_plain: float | None = None  # the K cache in a non-turbo type (plain_probe), if measured
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Choice:
     layers: tuple[LayerChoice, ...]
     bits: float  # mean per value, K and V weighted by their widths
     budget: float
-    plain: str | None = None  # the uncentred type keys were measured in, if any
+    plain: str | None = None  # the non-turbo type keys were measured in, if any
 
     @property
     def expected_kld(self) -> float:
@@ -179,14 +180,14 @@ def _mean_kld(result) -> float:
 
 
 def centred_key(name: str) -> bool:
-    """Whether the probe predicts keys in `name`: turbo K caches are centred like the probe
-    (docs/FORMAT.md); types of 8 bits or more lose too little for centring to matter."""
+    """Whether the probe predicts keys in `name`: turbo K caches are quantized like the probe
+    (docs/FORMAT.md); types of 8 bits or more lose too little to need their own measure."""
     ct = CACHE_TYPES[name]
     return ct.turbo or ct.bits_per_value >= 8
 
 
 def plain_probe(ladder: Sequence[str]) -> str | None:
-    """The smallest candidate whose keys are stored uncentred, which tune measures for K."""
+    """The smallest candidate whose keys the probe does not predict, which tune measures."""
     return next((t for t in ladder if not centred_key(t)), None)
 
 
@@ -194,8 +195,8 @@ def choose(sensitivity: Sequence[Sensitivity], shape: ModelShape, types: Sequenc
            budget: float, probe: str = PROBE,
            error: Callable[[str], float] = relative_mse) -> Choice:
     """Per-layer K and V types from `types` that minimise the predicted KLD within `budget`
-    bits per value; TqError when even the smallest types are over it. Keys take an
-    uncentred type under 8 bits only where `k_plain` was measured (in plain_probe(types))."""
+    bits per value; TqError when even the smallest types are over it. Keys take a
+    non-turbo type under 8 bits only where `k_plain` was measured (in plain_probe(types))."""
     ladder = type_ladder(types, budget)
     plain = plain_probe(ladder)
     bits = [CACHE_TYPES[t].bits_per_value for t in ladder]
