@@ -14,8 +14,8 @@ ride in the matrix), and a turbo V costs nothing more. A turbo K pays for its ce
   position and subtracted, and two views for flash attention (the cells' phases, the
   un-rotated queries): 5 nodes per layer, 3 of them computing; the ubatch that sets the
   centre turns its keys back and averages them: 8 more per layer.
-A mix of types (boundary layers, a cache policy) costs each layer what its own types cost,
-nothing for the mix.
+A mix of types (boundary layers, a cache policy) costs nothing for the mix; a turbo K
+cache centres its q8_0 layers' keys too (patch 0023), so every layer of it pays the centre.
 
 tests/c/graph_nodes.c counts the nodes of real graphs (eval callback) and the graphs reused,
 for prompt ubatches and single-token decodes. Measured on SmolLM2 (30 layers): decode
@@ -37,7 +37,7 @@ N_LAYER = 30  # SmolLM2-135M
 TURBO = ("turbo2", "turbo3", "turbo4", "turbo2_qjl", "turbo3_qjl", "turbo4_qjl")
 PAIRS = ("f16/f16", "q8_0/q8_0", "q4_0/q4_0", "turbo4/turbo4", "q8_0/turbo4", "turbo4/turbo3",
          "turbo4_qjl/q8_0", "turbo4/turbo4@b2", "turbo4/turbo4@p3")
-# per turbo-K layer: the nodes of its centre in every graph, and the more in the ubatch that
+# per centred layer: the nodes of its centre in every graph, and the more in the ubatch that
 # sets it (constant: permute, cont, mean, reshape, map multiply, copy to the centre;
 # position-aware: two input views, turn back, permute, cont, mean, reshape, copy)
 CENTRE_NODES = {"span": (1, 6), "position": (5, 8)}
@@ -65,23 +65,25 @@ def graphs(llama_program, model, centre: str) -> dict[str, dict[str, int]]:
     return rows
 
 
-def _turbo_layers(pair: str) -> tuple[int, int]:
-    """Layers with a turbo K, layers with a turbo V (K/V@bN: N q8_0 layers at each end;
-    K/V@pN: a cache policy with the K of every N-th layer in q8_0)."""
-    types, _, option = pair.partition("@")
-    k, v = types.split("/")
-    n = N_LAYER - 2 * int(option[1:]) if option.startswith("b") else N_LAYER
-    n_k = n - len(range(0, N_LAYER, int(option[1:]))) if option.startswith("p") else n
-    return n_k * (k in TURBO), n * (v in TURBO)
+def _centred_layers(pair: str) -> int:
+    """Layers whose keys are centred: all of a turbo K cache, its q8_0 layers too (K/V@bN:
+    N q8_0 layers at each end; K/V@pN: a cache policy with the K of every N-th layer in
+    q8_0); none of any other."""
+    k = pair.partition("@")[0].split("/")[0]
+    return N_LAYER if k in TURBO else 0
 
 
-@pytest.mark.parametrize("pair", [p for p in PAIRS if _turbo_layers(p) != (0, 0)])
+def _turbo(pair: str) -> bool:
+    return any(t in TURBO for t in pair.partition("@")[0].split("/"))
+
+
+@pytest.mark.parametrize("pair", [p for p in PAIRS if _turbo(p)])
 @pytest.mark.parametrize("graph", ["prompt", "decode"])
 def test_turbo_costs_its_key_centre_over_q8_0(graphs, centre: str, pair: str,
                                               graph: str) -> None:
-    k_layers, _ = _turbo_layers(pair)
-    # exactly the centre's nodes per turbo K layer; a turbo V costs nothing
-    assert graphs[pair][graph] == graphs["q8_0/q8_0"][graph] + CENTRE_NODES[centre][0] * k_layers
+    # exactly the centre's nodes per centred layer; a turbo V costs nothing
+    assert graphs[pair][graph] == (graphs["q8_0/q8_0"][graph]
+                                   + CENTRE_NODES[centre][0] * _centred_layers(pair))
 
 
 def test_q8_0_is_upstreams_rotation_over_f16(graphs) -> None:
@@ -93,9 +95,8 @@ def test_q8_0_is_upstreams_rotation_over_f16(graphs) -> None:
 @pytest.mark.parametrize("pair", PAIRS)
 def test_only_the_ubatch_that_sets_the_key_centre_is_larger(graphs, centre: str,
                                                             pair: str) -> None:
-    k_layers, _ = _turbo_layers(pair)
     row = graphs[pair]
-    assert row["first"] == row["prompt"] + CENTRE_NODES[centre][1] * k_layers
+    assert row["first"] == row["prompt"] + CENTRE_NODES[centre][1] * _centred_layers(pair)
 
 
 @pytest.mark.parametrize("pair", PAIRS)
