@@ -179,7 +179,7 @@ def _mean_kld(result) -> float:
     return float(np.mean([c.kld.value for c in result.kld_chunks]))
 
 
-def centred_key(name: str) -> bool:
+def probe_predicts_key(name: str) -> bool:
     """Whether the probe predicts keys in `name`: turbo K caches are quantized like the probe
     (docs/FORMAT.md); types of 8 bits or more lose too little to need their own measure."""
     ct = CACHE_TYPES[name]
@@ -188,7 +188,7 @@ def centred_key(name: str) -> bool:
 
 def plain_probe(ladder: Sequence[str]) -> str | None:
     """The smallest candidate whose keys the probe does not predict, which tune measures."""
-    return next((t for t in ladder if not centred_key(t)), None)
+    return next((t for t in ladder if not probe_predicts_key(t)), None)
 
 
 def choose(sensitivity: Sequence[Sensitivity], shape: ModelShape, types: Sequence[str],
@@ -208,7 +208,7 @@ def choose(sensitivity: Sequence[Sensitivity], shape: ModelShape, types: Sequenc
     for s, layer in zip(sensitivity, shape.layers, strict=False):
         for side, width in (("k", layer.k_width), ("v", layer.v_width)):
             klds = [predicted(s.v, t, probe) if side == "v" else
-                    predicted(s.k, t, probe) if centred_key(t) else
+                    predicted(s.k, t, probe) if probe_predicts_key(t) else
                     predicted(s.k_plain, t, plain) for t in ladder]
             options = [j for j, kld in enumerate(klds) if kld is not None]
             if not options:
