@@ -1,0 +1,64 @@
+"""The simulated cache of tqlab/cache_sim.py: treatments parsed, and what they cost on real models.
+
+The slow cases run the NumPy forward pass on 512 tokens of WikiText-2: SmolLM2 (llama,
+NORM RoPE) and Qwen2.5-Coder-0.5B (qwen2: NEOX RoPE and Q/K/V biases, which the exact pass
+must get right for its perplexity to be sane).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tqlab.cache_sim import Treatment, chunk_klds, key_scales
+from tqlab.llama_forward import LlamaGguf, tokenize
+from tqllama import assets
+from tqllama.errors import TqError
+
+N_TOKENS = 512
+
+
+def test_treatments_parse() -> None:
+    assert Treatment.parse("k=turbo4,sink=1,alpha=0.5") == Treatment("turbo4", "f32", 1, 0.5)
+    assert Treatment.parse("v=q8_0") == Treatment("f32", "q8_0")
+
+
+@pytest.mark.parametrize("spec", ["k=turbo5", "k=turbo4,x=1", "sink", "v="])
+def test_bad_treatments_say_what_to_use(spec: str) -> None:
+    with pytest.raises(TqError, match=r"k=TYPE|one of"):
+        Treatment.parse(spec)
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> tuple[LlamaGguf, list[int]]:
+    model = LlamaGguf(assets.resolve_model(None))
+    return model, tokenize(model, assets.fetch_text(), N_TOKENS)
+
+
+@pytest.mark.slow
+def test_first_key_and_quantizer_order(smollm2) -> None:
+    model, tokens = smollm2
+    t4, q8, sink = Treatment("turbo4"), Treatment("q8_0"), Treatment("turbo4", sink=1)
+    kld = chunk_klds(model, tokens, [t4, q8, sink])
+    assert 0 < kld[q8] < 0.05 * kld[t4]
+    # the exact first key takes about half of the turbo4 keys' loss (docs/BENCHMARKS.md)
+    assert kld[sink] < 0.75 * kld[t4]
+
+
+@pytest.mark.slow
+def test_key_scales_are_pair_tied_with_unit_geometric_mean(smollm2) -> None:
+    model, tokens = smollm2
+    _, qs, ks = model.queries_and_keys(tokens, 128)
+    s = key_scales(model, qs[3], ks[3], alpha=1.0)
+    assert s.shape == (model.n_head_kv, model.head_dim)
+    pairs = model.pairs(s)
+    np.testing.assert_allclose(pairs.real, pairs.imag)
+    np.testing.assert_allclose(np.log(pairs.real).mean(axis=-1), 0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_qwen2_forward_is_sane() -> None:
+    model = LlamaGguf(assets.fetch_model("qwen2.5-coder-0.5b"))
+    assert model.neox
+    nll = model.run(tokenize(model, assets.fetch_text(), N_TOKENS)).nll
+    assert np.exp(nll.mean()) < 40  # llama-perplexity's first 512 tokens: about 29

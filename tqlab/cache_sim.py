@@ -1,0 +1,154 @@
+"""A quantized KV cache simulated in the NumPy forward pass: what a cache treatment costs.
+
+A treatment maps each layer's K and V rows to what attention reads back from a cache that
+stores them: the position-aware key centre (patch 0021: the first ubatch's keys turned back
+to position 0 and averaged, subtracted at each key's position; attention adds it back
+exactly), the cache's rotation D H D, and the type's round trip through the reference
+quantizers. Two treatments no cache has yet, to measure them before building them:
+
+- sink=N: the keys and values at positions below N stay exact. The first token of a
+  sequence is an attention sink in most heads: its logit decides how much of every query's
+  weight the other keys share, so its quantization error moves every output alike instead
+  of averaging out over the keys.
+- alpha=A: per-channel key scaling (KIVI, KVQuant and SmoothQuant balance channels the
+  same way). Each RoPE pair of the centred keys is multiplied by s before quantization and
+  the queries by 1/s, which leaves q . k unchanged: s = (E[|q|^2] / E[|k|^2])^(A/4) per
+  pair and KV head over the first ubatch (the query energy summed over the heads that share
+  the KV head), scaled to a geometric mean of 1. A = 1 minimises E[(q . e)^2] for an error
+  e that is isotropic after the rotation.
+
+The KLD is llama-perplexity's: mean over the second half of each chunk of KL(exact || sim),
+against the forward pass of the same tokens with an exact (float32) cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from tqlab.llama_forward import F32, LlamaGguf, RowMap
+from tqllama.errors import TqError
+from tqllama.quant import baselines
+from tqllama.quant.hadamard import rotate
+from tqllama.quant.turbo import TurboQuantMSE
+
+UBATCH = 512  # the keys the centre and the scales are measured on, as the cache does
+
+ROUND_TRIPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "f32": lambda x: x,
+    "q8_0": baselines.q8_0,
+    "q5_1": baselines.q5_1,
+    "q5_0": baselines.q5_0,
+    "q4_0": baselines.q4_0,
+    **{f"turbo{b}": TurboQuantMSE(b).roundtrip for b in (4, 3, 2)},
+}
+
+
+@dataclass(frozen=True)
+class Treatment:
+    k: str = "f32"
+    v: str = "f32"
+    sink: int = 0
+    alpha: float | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> Treatment:
+        """`k=turbo4,v=turbo4,sink=1,alpha=1`: unnamed fields keep their defaults."""
+        fields: dict[str, str] = {}
+        for part in filter(None, spec.split(",")):
+            key, _, value = part.partition("=")
+            if key not in ("k", "v", "sink", "alpha") or not value:
+                raise TqError(f"bad treatment part {part!r} in {spec!r}: use k=TYPE,v=TYPE,"
+                              "sink=N,alpha=A")
+            fields[key] = value
+        for side in ("k", "v"):
+            if fields.get(side, "f32") not in ROUND_TRIPS:
+                raise TqError(f"unknown type {fields[side]!r} in {spec!r}: one of "
+                              f"{', '.join(ROUND_TRIPS)}")
+        alpha = fields.get("alpha")
+        return cls(fields.get("k", "f32"), fields.get("v", "f32"), int(fields.get("sink", 0)),
+                   None if alpha is None else float(alpha))
+
+
+def _round_trip(rows: np.ndarray, type_name: str) -> np.ndarray:
+    """Rows (..., head_dim) through the cache's rotation and the type's quantizer and back."""
+    if type_name == "f32":
+        return rows
+    rotated = rotate(rows.astype(F32)).astype(F32)
+    return rotate(ROUND_TRIPS[type_name](rotated).astype(F32)).astype(F32)
+
+
+def key_centre(model: LlamaGguf, k: np.ndarray) -> np.ndarray:
+    """R(p) m for every key: m the first ubatch's keys turned back to position 0, averaged."""
+    pos = np.arange(len(k), dtype=np.float64)
+    turn = model.phases(pos)[:, None, :]
+    m = (model.pairs(k[:UBATCH]) / turn[:UBATCH]).mean(axis=0)
+    return model.unpairs(m[None] * turn)
+
+
+def key_scales(model: LlamaGguf, q: np.ndarray, k: np.ndarray, alpha: float) -> np.ndarray:
+    """s per channel (kv_heads, head_dim), equal within each RoPE pair (see the module doc)."""
+    group = model.n_head // model.n_head_kv
+    first = min(UBATCH, len(q), len(k))
+    eq = np.abs(model.pairs(q[:first])) ** 2  # (T, heads, pairs): RoPE leaves it unchanged
+    eq = eq.reshape(first, model.n_head_kv, group, -1).sum(axis=2).mean(axis=0)
+    centred = k[:first] - key_centre(model, k)[:first]
+    ek = (np.abs(model.pairs(centred)) ** 2).mean(axis=0)
+    # a pair no query (or key) uses would get a scale of 0 (or infinity): floor both
+    eq = np.maximum(eq, 1e-6 * eq.mean(axis=-1, keepdims=True))
+    ek = np.maximum(ek, 1e-6 * ek.mean(axis=-1, keepdims=True))
+    s = (eq / ek) ** (alpha / 4)
+    s /= np.exp(np.log(s).mean(axis=-1, keepdims=True))
+    return model.unpairs(s + 1j * s)  # both channels of a pair
+
+
+@dataclass
+class SimCache:
+    """A treatment applied to one chunk: the maps the forward pass reads K and V through."""
+
+    model: LlamaGguf
+    treatment: Treatment
+    scales: list[np.ndarray] | None = None  # per layer, with alpha
+
+    def k_map(self, il: int, k: np.ndarray) -> np.ndarray:
+        t = self.treatment
+        c = key_centre(self.model, k)
+        s = self.scales[il] if self.scales is not None else np.ones(k.shape[1:], F32)
+        out = _round_trip((k - c) * s, t.k) / s + c
+        out[: t.sink] = k[: t.sink]
+        return out
+
+    def v_map(self, il: int, v: np.ndarray) -> np.ndarray:
+        out = _round_trip(v, self.treatment.v)
+        out[: self.treatment.sink] = v[: self.treatment.sink]
+        return out
+
+
+def kld(model: LlamaGguf, exact: np.ndarray, sim: np.ndarray, rows: int = 256) -> float:
+    """Mean KL(exact || sim) of the next-token distributions of final hidden rows."""
+    total = 0.0
+    for lo in range(0, len(exact), rows):
+        p = model.log_probs(exact[lo : lo + rows])
+        q = model.log_probs(sim[lo : lo + rows])
+        total += float((np.exp(p) * (p - q)).sum())
+    return total / len(exact)
+
+
+def chunk_klds(model: LlamaGguf, tokens: list[int],
+               treatments: list[Treatment]) -> dict[Treatment, float]:
+    """Each treatment's KLD on one chunk (scored over its second half, as llama-perplexity)."""
+    scored = slice(len(tokens) // 2, len(tokens) - 1)
+    exact_h, qs, ks = model.queries_and_keys(tokens, UBATCH)
+    exact = exact_h[scored]
+    out = {}
+    for t in treatments:
+        scales = None
+        if t.alpha is not None:
+            scales = [key_scales(model, q, k, t.alpha) for q, k in zip(qs, ks, strict=True)]
+        cache = SimCache(model, t, scales)
+        k_map: RowMap | None = cache.k_map if t.k != "f32" else None
+        v_map: RowMap | None = cache.v_map if t.v != "f32" else None
+        out[t] = kld(model, exact, model.hidden(tokens, k_map, v_map)[scored])
+    return out
