@@ -11,19 +11,21 @@ ride in the matrix), and a turbo V costs nothing more. A turbo K pays for its ce
   tokens written into an empty cache) computes the mean as well: 6 more nodes per layer,
   once per filling of the cache;
 - the position-aware centre (the CPU's default): m repeated over the ubatch, turned to each
-  position and subtracted, and four views for flash attention (the cells' phases, the
-  un-rotated queries, the first keys' F32 rows and the cells' slots, patch 0025): 7 nodes
-  per layer, 3 of them computing; the ubatch that sets the centre turns its keys back and
-  averages them (8 more per layer) and, as every ubatch that holds a sequence's first
-  token, copies those keys to their F32 rows (two input views, two reshapes, get_rows and
-  set_rows: 6 more per layer).
+  position and subtracted, four views for flash attention (the cells' phases, the
+  un-rotated queries, the first keys' F32 rows and the cells' slots, patch 0025), and the
+  key scales (patch 0026: the keys times s, a view and a multiplication; the queries times
+  1/s, a view, two reshapes and a multiplication): 13 nodes per layer, 5 of them computing;
+  the ubatch that sets the centre turns its keys back and averages them (8 more per layer),
+  estimates the scales (one CPU op and its copy: 2 more) and, as every ubatch that holds a
+  sequence's first token, copies those keys to their F32 rows (two input views, two
+  reshapes, get_rows and set_rows: 6 more).
 A mix of types (boundary layers, a cache policy) costs nothing for the mix; a turbo K
 cache centres its q8_0 layers' keys too (patch 0023), so every layer of it pays the centre.
 
 tests/c/graph_nodes.c counts the nodes of real graphs (eval callback) and the graphs reused,
 for prompt ubatches and single-token decodes. Measured on SmolLM2 (30 layers): decode
-f16 936, q8_0 1296, turbo4/turbo4 1326 (constant centre) and 1506 (position-aware),
-q8_0/turbo4 1296; the first prompt of turbo4 1506 and 1926. Before this design (357c062)
+f16 936, q8_0 1296, turbo4/turbo4 1326 (constant centre) and 1686 (position-aware),
+q8_0/turbo4 1296; the first prompt of turbo4 1506 and 2166. Before this design (357c062)
 llama-perplexity reported 1356 nodes for q8_0 and 2196 for turbo4 (+28 per layer).
 """
 
@@ -42,9 +44,9 @@ PAIRS = ("f16/f16", "q8_0/q8_0", "q4_0/q4_0", "turbo4/turbo4", "q8_0/turbo4", "t
          "turbo4_qjl/q8_0", "turbo4/turbo4@b2", "turbo4/turbo4@p3")
 # per centred layer: the nodes of its centre in every graph, and the more in the ubatch that
 # sets it (constant: permute, cont, mean, reshape, map multiply, copy to the centre;
-# position-aware: two input views, turn back, permute, cont, mean, reshape, copy, and the
-# six that copy the first keys)
-CENTRE_NODES = {"span": (1, 6), "position": (7, 14)}
+# position-aware: two input views, turn back, permute, cont, mean, reshape, copy, the
+# scales' op and copy, and the six that copy the first keys)
+CENTRE_NODES = {"span": (1, 6), "position": (13, 16)}
 
 
 @pytest.fixture(scope="module", params=list(CENTRE_NODES))
