@@ -42,20 +42,11 @@ def main() -> None:
         chunk = tokens[c * args.ctx : (c + 1) * args.ctx]
         for t, value in chunk_klds(model, chunk, treatments).items():
             results[t].append(value)
-            print(f"chunk {c}  {spec(t):<36} {value:.6f}", flush=True)
+            print(f"chunk {c}  {t.spec():<36} {value:.6f}", flush=True)
         print(f"chunk {c} done in {time.time() - start:.0f} s", flush=True)
     print(f"\nmean KLD over {args.chunks} chunks of {args.ctx} tokens")
     for t, values in results.items():
-        print(f"{spec(t):<36} {np.mean(values):.6f}")
-
-
-def spec(t: Treatment) -> str:
-    parts = [f"k={t.k}", f"v={t.v}"]
-    if t.sink:
-        parts.append(f"sink={t.sink}")
-    if t.alpha is not None:
-        parts.append(f"alpha={t.alpha:g}")
-    return ",".join(parts)
+        print(f"{t.spec():<36} {np.mean(values):.6f}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ N_TOKENS = 512
 def test_treatments_parse() -> None:
     assert Treatment.parse("k=turbo4,sink=1,alpha=0.5") == Treatment("turbo4", "f32", 1, 0.5)
     assert Treatment.parse("v=q8_0") == Treatment("f32", "q8_0")
+    for spec in ("k=turbo4,v=f32,sink=1,alpha=0.5", "k=f32,v=turbo4,vc=1",
+                 "k=turbo4,v=f32,span=512"):
+        assert Treatment.parse(spec).spec() == spec
 
 
 @pytest.mark.parametrize("spec", ["k=turbo5", "k=turbo4,x=1", "sink", "v="])

@@ -112,3 +112,19 @@ def test_attention_term_puts_back_what_the_write_took_off() -> None:
     q = rng.standard_normal(64)
     term = attention_term(q, est, 1e4, np.arange(2048))
     np.testing.assert_allclose(stored @ q + term, keys @ q, rtol=1e-5, atol=1e-4)
+
+
+def test_neox_pairs_are_centred_in_their_own_layout() -> None:
+    """qwen2's NEOX RoPE pairs channel i with i + head_dim/2: with neox the centre finds the
+    pre-RoPE mean and leaves the noise; read as NORM pairs, the same keys keep most of it."""
+    rng = np.random.default_rng(2)
+    m = rng.standard_normal(64) * 3.0
+    x = m + 0.1 * rng.standard_normal((1024, 64))
+    theta = 1e4 ** (-2.0 * np.arange(32) / 64)
+    z = (x[:, :32] + 1j * x[:, 32:]) * np.exp(1j * np.outer(np.arange(1024), theta))
+    keys = np.concatenate([z.real, z.imag], axis=-1)[None, :, None, :]
+    np.testing.assert_allclose(position_centre(keys, 1e4, first=256, neox=True)[0, 0], m,
+                               atol=0.03)
+    noise = 0.1**2 * 64 * 1024
+    assert (position_centre_keys(keys, 1e4, first=256, neox=True) ** 2).sum() < 1.2 * noise
+    assert (position_centre_keys(keys, 1e4, first=256) ** 2).sum() > 100 * noise

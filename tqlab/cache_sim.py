@@ -17,6 +17,14 @@ quantizers. Two treatments no cache has yet, to measure them before building the
   the KV head), scaled to a geometric mean of 1. A = 1 minimises E[(q . e)^2] for an error
   e that is isotropic after the rotation.
 
+Two more, measured and not built (docs/BENCHMARKS.md):
+
+- vc=1: the values centred like the keys (the first ubatch's mean value per KV head
+  subtracted before quantization; attention's weights sum to one, so adding it back to the
+  output is exact).
+- span=N: a position-aware key centre per span of N positions, each from the first ubatch
+  of its own keys, instead of one from the cache's first ubatch.
+
 The KLD is llama-perplexity's: mean over the second half of each chunk of KL(exact || sim),
 against the forward pass of the same tokens with an exact (float32) cache.
 """
@@ -30,7 +38,7 @@ import numpy as np
 
 from tqlab.llama_forward import F32, LlamaGguf, RowMap
 from tqllama.errors import TqError
-from tqllama.quant import baselines
+from tqllama.quant import baselines, centring
 from tqllama.quant.hadamard import rotate
 from tqllama.quant.turbo import TurboQuantMSE
 
@@ -52,6 +60,8 @@ class Treatment:
     v: str = "f32"
     sink: int = 0
     alpha: float | None = None
+    vc: bool = False
+    span: int = 0
 
     @classmethod
     def parse(cls, spec: str) -> Treatment:
@@ -59,7 +69,7 @@ class Treatment:
         fields: dict[str, str] = {}
         for part in filter(None, spec.split(",")):
             key, _, value = part.partition("=")
-            if key not in ("k", "v", "sink", "alpha") or not value:
+            if key not in ("k", "v", "sink", "alpha", "vc", "span") or not value:
                 raise TqError(f"bad treatment part {part!r} in {spec!r}: use k=TYPE,v=TYPE,"
                               "sink=N,alpha=A")
             fields[key] = value
@@ -69,7 +79,21 @@ class Treatment:
                               f"{', '.join(ROUND_TRIPS)}")
         alpha = fields.get("alpha")
         return cls(fields.get("k", "f32"), fields.get("v", "f32"), int(fields.get("sink", 0)),
-                   None if alpha is None else float(alpha))
+                   None if alpha is None else float(alpha), fields.get("vc", "0") == "1",
+                   int(fields.get("span", 0)))
+
+    def spec(self) -> str:
+        """The inverse of `parse`, with both types named."""
+        parts = [f"k={self.k}", f"v={self.v}"]
+        if self.sink:
+            parts.append(f"sink={self.sink}")
+        if self.alpha is not None:
+            parts.append(f"alpha={self.alpha:g}")
+        if self.vc:
+            parts.append("vc=1")
+        if self.span:
+            parts.append(f"span={self.span}")
+        return ",".join(parts)
 
 
 def _round_trip(rows: np.ndarray, type_name: str) -> np.ndarray:
@@ -80,12 +104,15 @@ def _round_trip(rows: np.ndarray, type_name: str) -> np.ndarray:
     return rotate(ROUND_TRIPS[type_name](rotated).astype(F32)).astype(F32)
 
 
-def key_centre(model: LlamaGguf, k: np.ndarray) -> np.ndarray:
-    """R(p) m for every key: m the first ubatch's keys turned back to position 0, averaged."""
-    pos = np.arange(len(k), dtype=np.float64)
-    turn = model.phases(pos)[:, None, :]
-    m = (model.pairs(k[:UBATCH]) / turn[:UBATCH]).mean(axis=0)
-    return model.unpairs(m[None] * turn)
+def key_centre(model: LlamaGguf, k: np.ndarray, span: int = 0) -> np.ndarray:
+    """R(p) m for every key (T, kv_heads, head_dim): m the first ubatch's keys turned back to
+    position 0, averaged (tqllama.quant.centring, what the CPU's cache subtracts).
+
+    With span, each span of that many positions has its own m, from its own keys."""
+    if not span:
+        return k - centring.position_centre_keys(k[None], model.rope_base, UBATCH,
+                                                 model.neox)[0]
+    return np.concatenate([key_centre(model, k[lo : lo + span]) for lo in range(0, len(k), span)])
 
 
 def key_scales(model: LlamaGguf, q: np.ndarray, k: np.ndarray, alpha: float) -> np.ndarray:
@@ -114,14 +141,15 @@ class SimCache:
 
     def k_map(self, il: int, k: np.ndarray) -> np.ndarray:
         t = self.treatment
-        c = key_centre(self.model, k)
+        c = key_centre(self.model, k, t.span)
         s = self.scales[il] if self.scales is not None else np.ones(k.shape[1:], F32)
         out = _round_trip((k - c) * s, t.k) / s + c
         out[: t.sink] = k[: t.sink]
         return out
 
     def v_map(self, il: int, v: np.ndarray) -> np.ndarray:
-        out = _round_trip(v, self.treatment.v)
+        c = v[:UBATCH].mean(axis=0) if self.treatment.vc else np.zeros(v.shape[1:], F32)
+        out = _round_trip(v - c, self.treatment.v) + c
         out[: self.treatment.sink] = v[: self.treatment.sink]
         return out
 

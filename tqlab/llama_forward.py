@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tqllama.errors import TqError
+from tqllama.quant import centring
 
 F32 = np.float32
 ARCHS = {"llama": False, "qwen2": True}  # architecture -> NEOX-mode RoPE
@@ -82,22 +83,14 @@ class LlamaGguf:
 
     def pairs(self, x: np.ndarray) -> np.ndarray:
         """The RoPE pairs of rows (..., head_dim) as complex numbers (..., head_dim/2)."""
-        if self.neox:
-            half = self.head_dim // 2
-            return x[..., :half] + 1j * x[..., half:]
-        return x[..., 0::2] + 1j * x[..., 1::2]
+        return centring.rope_pairs(x, self.neox)
 
     def unpairs(self, z: np.ndarray) -> np.ndarray:
-        if self.neox:
-            return np.concatenate([z.real, z.imag], axis=-1).astype(F32)
-        out = np.empty((*z.shape[:-1], 2 * z.shape[-1]), dtype=F32)
-        out[..., 0::2], out[..., 1::2] = z.real, z.imag
-        return out
+        return centring.rope_channels(z, self.neox).astype(F32)
 
     def phases(self, pos: np.ndarray) -> np.ndarray:
         """e^(i p theta_j) for each position p and pair j, theta_j = base^(-2j/head_dim)."""
-        theta = self.rope_base ** (-np.arange(self.head_dim // 2) * 2.0 / self.head_dim)
-        return np.exp(1j * pos[:, None] * theta)
+        return centring.phases(self.head_dim, self.rope_base, pos)
 
     def _rope(self, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
         return self.unpairs(self.pairs(x) * self.phases(pos)[:, None, :])

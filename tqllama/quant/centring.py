@@ -17,7 +17,8 @@ constant closest to the keys over the cache's span [0, span). At short spans f i
 in the slow pairs and 0 in the fast ones; at long spans the slow pairs shrink towards their
 mean over the span, and the pairs that turn keep their mean in the quantizer's input.
 
-NORM-mode RoPE (llama): pair i is channels 2i and 2i+1, theta_i = base^(-2i/head_dim).
+RoPE pair i is channels 2i and 2i+1 in NORM mode (llama) and channels i and i + head_dim/2
+in NEOX mode (qwen2: `neox=True` where a function takes it); theta_i = base^(-2i/head_dim).
 """
 
 from __future__ import annotations
@@ -66,11 +67,16 @@ def centre_keys(k: np.ndarray, rope_base: float, span: int, first: int) -> np.nd
     return (k - c).astype(np.float32)
 
 
-def _pairs(x: np.ndarray) -> np.ndarray:
+def rope_pairs(x: np.ndarray, neox: bool = False) -> np.ndarray:
+    if neox:
+        half = x.shape[-1] // 2
+        return x[..., :half] + 1j * x[..., half:]
     return x[..., 0::2] + 1j * x[..., 1::2]
 
 
-def _channels(z: np.ndarray) -> np.ndarray:
+def rope_channels(z: np.ndarray, neox: bool = False) -> np.ndarray:
+    if neox:
+        return np.concatenate([z.real, z.imag], axis=-1)
     out = np.empty((*z.shape[:-1], 2 * z.shape[-1]))
     out[..., 0::2], out[..., 1::2] = z.real, z.imag
     return out
@@ -82,19 +88,22 @@ def phases(head_dim: int, rope_base: float, positions: np.ndarray) -> np.ndarray
     return np.exp(1j * np.outer(np.asarray(positions, dtype=np.float64), theta))
 
 
-def position_centre(k: np.ndarray, rope_base: float, first: int) -> np.ndarray:
+def position_centre(k: np.ndarray, rope_base: float, first: int,
+                    neox: bool = False) -> np.ndarray:
     """m: the mean of the first `first` keys (positions 0 .. first-1) turned back to
     position 0; k is (layers, tokens, kv_heads, head_dim) post-RoPE, m (layers, kv_heads,
     head_dim)."""
     turn = phases(k.shape[-1], rope_base, np.arange(first))[None, :, None, :]
-    return _channels((_pairs(k[:, :first].astype(np.float64)) / turn).mean(axis=1))
+    back = rope_pairs(k[:, :first].astype(np.float64), neox) / turn
+    return rope_channels(back.mean(axis=1), neox)
 
 
-def position_centre_keys(k: np.ndarray, rope_base: float, first: int) -> np.ndarray:
+def position_centre_keys(k: np.ndarray, rope_base: float, first: int,
+                         neox: bool = False) -> np.ndarray:
     """What the CPU's cache quantizes: k - R(p) m at each key's position p = its index."""
-    m = position_centre(k, rope_base, first)
+    m = position_centre(k, rope_base, first, neox)
     turn = phases(k.shape[-1], rope_base, np.arange(k.shape[1]))[None, :, None, :]
-    return (k - _channels(_pairs(m)[:, None] * turn)).astype(np.float32)
+    return (k - rope_channels(rope_pairs(m, neox)[:, None] * turn, neox)).astype(np.float32)
 
 
 def query_term(q: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -103,11 +112,11 @@ def query_term(q: np.ndarray, m: np.ndarray) -> np.ndarray:
     sin p theta_i), as ggml_flash_attn_ext_set_k_center computes it."""
     x, y = q[..., 0::2], q[..., 1::2]
     a, b = m[..., 0::2], m[..., 1::2]
-    return _channels((x * a + y * b) + 1j * (y * a - x * b))
+    return rope_channels((x * a + y * b) + 1j * (y * a - x * b))
 
 
 def attention_term(q: np.ndarray, m: np.ndarray, rope_base: float,
                    positions: np.ndarray) -> np.ndarray:
     """q . R(p) m for one query (head_dim,) against keys at `positions`: (len(positions),)."""
-    tab = _channels(phases(q.shape[-1], rope_base, positions))
+    tab = rope_channels(phases(q.shape[-1], rope_base, positions))
     return tab @ query_term(q, m)
