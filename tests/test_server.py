@@ -159,24 +159,48 @@ def saved_slot(built_tools, model: Path, tmp_path_factory: pytest.TempPathFactor
         assert status == 200, saved
         prompt = PROMPT + first["content"]
         continuation = complete(url, prompt=prompt, n_predict=24, temperature=0,
-                                ignore_eos=True, return_tokens=True)
+                                ignore_eos=True, return_tokens=True, n_probs=3)
     return SavedSlot(directory, "turbo.bin", prompt, saved["n_saved"], continuation)
 
 
-def test_slot_restore_continues_identically(built_tools, model: Path, saved_slot: SavedSlot,
-                                            ) -> None:
-    with server(built_tools.binaries["llama-server"], model,
-                saved_slot.directory / "restore.log", "-c", "2048", "-np", "1",
+def restored_continuation(binary: str, model: Path, saved_slot: SavedSlot, log: Path) -> dict:
+    with server(binary, model, log, "-c", "2048", "-np", "1",
                 "--slot-save-path", str(saved_slot.directory), *TURBO_KV) as url:
         status, restored = post(f"{url}/slots/0?action=restore", {"filename": saved_slot.file})
         assert status == 200, restored
         assert restored["n_restored"] == saved_slot.n_saved > 0
-        out = complete(url, prompt=saved_slot.prompt, n_predict=24, temperature=0,
-                       ignore_eos=True, return_tokens=True)
+        return complete(url, prompt=saved_slot.prompt, n_predict=24, temperature=0,
+                        ignore_eos=True, return_tokens=True, n_probs=3)
+
+
+def logprobs(out: dict) -> list[float]:
+    return [t["logprob"] for t in out["completion_probabilities"]]
+
+
+def test_slot_restore_continues_identically(built_tools, model: Path, saved_slot: SavedSlot,
+                                            ) -> None:
+    """Bit for bit: the state holds the first key's F32 rows too (patch 0027); without them
+    the restored cell's quantized first key moved every log-probability (-0.235 -> -0.254)."""
+    out = restored_continuation(built_tools.binaries["llama-server"], model, saved_slot,
+                                saved_slot.directory / "restore.log")
     assert out["tokens"] == saved_slot.continuation["tokens"]
+    assert logprobs(out) == logprobs(saved_slot.continuation)
     # the restored cells were used: only the tokens past the saved ones were evaluated
     assert out["timings"]["prompt_n"] == saved_slot.continuation["timings"]["prompt_n"]
     assert out["timings"]["prompt_n"] < out["tokens_evaluated"] - saved_slot.n_saved // 2
+
+
+def test_slot_restore_without_first_keys_reads_past_them(
+        built_tools, model: Path, saved_slot: SavedSlot, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache without the F32 first keys (TQLLAMA_TURBO_SINK=0) restores a state that has
+    them: it reads past the rows and uses the quantized keys."""
+    monkeypatch.setenv("TQLLAMA_TURBO_SINK", "0")
+    out = restored_continuation(built_tools.binaries["llama-server"], model, saved_slot,
+                                tmp_path / "restore.log")
+    assert "turbo key sink on" not in (tmp_path / "restore.log").read_text()
+    assert out["tokens_predicted"] == 24
+    assert logprobs(out) != logprobs(saved_slot.continuation)
 
 
 @pytest.mark.parametrize(("ctk", "ctv", "reason"), [
