@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tqlab.cache_sim import Treatment, chunk_klds, key_scales
+from tqlab.bpe import BpeTokenizer
+from tqlab.cache_sim import Treatment, answer_log_probs, chunk_klds, key_scales
 from tqlab.llama_forward import LlamaGguf, tokenize
 from tqllama import assets
 from tqllama.errors import TqError
@@ -65,3 +66,21 @@ def test_qwen2_forward_is_sane() -> None:
     assert model.neox
     nll = model.run(tokenize(model, assets.fetch_text(), N_TOKENS)).nll
     assert np.exp(nll.mean()) < 40  # llama-perplexity's first 512 tokens: about 29
+
+
+@pytest.mark.slow
+def test_passkey_margins_of_the_exact_cache(smollm2) -> None:
+    """The sweep's passkey prompt at 512 tokens, teacher-forced: the exact cache is sure of
+    every digit (positive margins), and q8_0 values keep that certainty to a few hundredths
+    (the key's log-probability, summed over its tokens)."""
+    from tqllama.bench.retrieval import FILLER, NEEDLE, QUESTION, Trial, prompt_tokens
+
+    model, _ = smollm2
+    tok = BpeTokenizer.from_gguf(model.reader)
+    prompt, _ = prompt_tokens(tok.encode(FILLER) * 40, Trial(512, 0.5, "65125", 512),
+                              tok.encode(NEEDLE.format(key="65125")), tok.encode(QUESTION))
+    answer = tok.encode(" 65125")
+    (_, exact, margin), (_, q8, _) = answer_log_probs(model, prompt, answer,
+                                                      [Treatment(), Treatment(v="q8_0")])
+    assert (margin[1:] > 0).all()  # the digits; the first token is the space before them
+    assert abs(q8.sum() - exact.sum()) < 0.05

@@ -31,7 +31,7 @@ against the forward pass of the same tokens with an exact (float32) cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,19 +164,41 @@ def kld(model: LlamaGguf, exact: np.ndarray, sim: np.ndarray, rows: int = 256) -
     return total / len(exact)
 
 
+def treated_hidden(model: LlamaGguf, tokens: list[int], t: Treatment,
+                   qs: list[np.ndarray], ks: list[np.ndarray]) -> np.ndarray:
+    """The final hidden rows with the cache treated as `t`; qs and ks are the exact pass's
+    first queries and keys per layer, which the key scales are measured on."""
+    scales = None
+    if t.alpha is not None:
+        scales = [key_scales(model, q, k, t.alpha) for q, k in zip(qs, ks, strict=True)]
+    cache = SimCache(model, t, scales)
+    k_map: RowMap | None = cache.k_map if t.k != "f32" else None
+    v_map: RowMap | None = cache.v_map if t.v != "f32" else None
+    return model.hidden(tokens, k_map, v_map)
+
+
 def chunk_klds(model: LlamaGguf, tokens: list[int],
                treatments: list[Treatment]) -> dict[Treatment, float]:
     """Each treatment's KLD on one chunk (scored over its second half, as llama-perplexity)."""
     scored = slice(len(tokens) // 2, len(tokens) - 1)
     exact_h, qs, ks = model.queries_and_keys(tokens, UBATCH)
     exact = exact_h[scored]
-    out = {}
+    return {t: kld(model, exact, treated_hidden(model, tokens, t, qs, ks)[scored])
+            for t in treatments}
+
+
+def answer_log_probs(model: LlamaGguf, prompt: list[int], answer: list[int],
+                     treatments: list[Treatment],
+                     ) -> Iterator[tuple[Treatment, np.ndarray, np.ndarray]]:
+    """Teacher-forced, per treatment as it comes: each answer token's log-probability after
+    the prompt, and its margin over the likeliest other token (below 0: greedy decoding
+    leaves the answer there)."""
+    tokens = [*prompt, *answer]
+    rows = slice(len(prompt) - 1, len(tokens) - 1)
+    _, qs, ks = model.queries_and_keys(tokens, UBATCH)
+    at = np.arange(len(answer))
     for t in treatments:
-        scales = None
-        if t.alpha is not None:
-            scales = [key_scales(model, q, k, t.alpha) for q, k in zip(qs, ks, strict=True)]
-        cache = SimCache(model, t, scales)
-        k_map: RowMap | None = cache.k_map if t.k != "f32" else None
-        v_map: RowMap | None = cache.v_map if t.v != "f32" else None
-        out[t] = kld(model, exact, model.hidden(tokens, k_map, v_map)[scored])
-    return out
+        lp = model.log_probs(treated_hidden(model, tokens, t, qs, ks)[rows])
+        right = lp[at, answer]
+        lp[at, answer] = -np.inf
+        yield t, right, right - lp.max(axis=1)
