@@ -14,6 +14,7 @@ from tqlab.bpe import BpeTokenizer
 from tqlab.cache_sim import Treatment, answer_log_probs, chunk_klds, key_scales
 from tqlab.llama_forward import LlamaGguf, tokenize
 from tqllama import assets
+from tqllama.bench.retrieval import FILLER, NEEDLE, QUESTION, Trial, prompt_tokens
 from tqllama.errors import TqError
 
 N_TOKENS = 512
@@ -73,8 +74,6 @@ def test_passkey_margins_of_the_exact_cache(smollm2) -> None:
     """The sweep's passkey prompt at 512 tokens, teacher-forced: the exact cache is sure of
     every digit (positive margins), and q8_0 values keep that certainty to a few hundredths
     (the key's log-probability, summed over its tokens)."""
-    from tqllama.bench.retrieval import FILLER, NEEDLE, QUESTION, Trial, prompt_tokens
-
     model, _ = smollm2
     tok = BpeTokenizer.from_gguf(model.reader)
     prompt, _ = prompt_tokens(tok.encode(FILLER) * 40, Trial(512, 0.5, "65125", 512),

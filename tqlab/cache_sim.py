@@ -121,7 +121,7 @@ def key_scales(model: LlamaGguf, q: np.ndarray, k: np.ndarray, alpha: float) -> 
     first = min(UBATCH, len(q), len(k))
     eq = np.abs(model.pairs(q[:first])) ** 2  # (T, heads, pairs): RoPE leaves it unchanged
     eq = eq.reshape(first, model.n_head_kv, group, -1).sum(axis=2).mean(axis=0)
-    centred = k[:first] - key_centre(model, k)[:first]
+    centred = k[:first] - key_centre(model, k[:UBATCH])[:first]  # the centre's own keys only
     ek = (np.abs(model.pairs(centred)) ** 2).mean(axis=0)
     # a pair no query (or key) uses would get a scale of 0 (or infinity): floor both
     eq = np.maximum(eq, 1e-6 * eq.mean(axis=-1, keepdims=True))
@@ -148,8 +148,11 @@ class SimCache:
         return out
 
     def v_map(self, il: int, v: np.ndarray) -> np.ndarray:
-        c = v[:UBATCH].mean(axis=0) if self.treatment.vc else np.zeros(v.shape[1:], F32)
-        out = _round_trip(v - c, self.treatment.v) + c
+        if self.treatment.vc:
+            c = v[:UBATCH].mean(axis=0)
+            out = _round_trip(v - c, self.treatment.v) + c
+        else:
+            out = _round_trip(v, self.treatment.v)
         out[: self.treatment.sink] = v[: self.treatment.sink]
         return out
 
