@@ -19,14 +19,21 @@ ride in the matrix), and a turbo V costs nothing more. A turbo K pays for its ce
   estimates the scales (one CPU op and its copy: 2 more) and, as every ubatch that holds a
   sequence's first token, copies those keys to their F32 rows (two input views, two
   reshapes, get_rows and set_rows: 6 more).
+- a turbo V beside the position-aware centre keeps the first values in the same rows and
+  stores the values less their centre (patches 0029, 0030): the subtraction, and the
+  centre added to attention's output over the heads viewed as (group, KV head): two
+  reshapes, the addition, a reshape back: 5 nodes per layer; the ubatch that sets the
+  centre averages the values (permute, cont, mean, reshape, copy: 5) and a ubatch with
+  first tokens copies the values beside the keys (reshape, get_rows, concat: 3).
 A mix of types (boundary layers, a cache policy) costs nothing for the mix; a turbo K
 cache centres its q8_0 layers' keys too (patch 0023), so every layer of it pays the centre.
 
 tests/c/graph_nodes.c counts the nodes of real graphs (eval callback) and the graphs reused,
 for prompt ubatches and single-token decodes. Measured on SmolLM2 (30 layers): decode
-f16 936, q8_0 1296, turbo4/turbo4 1326 (constant centre) and 1686 (position-aware),
-q8_0/turbo4 1296; the first prompt of turbo4 1506 and 2166. Before this design (357c062)
-llama-perplexity reported 1356 nodes for q8_0 and 2196 for turbo4 (+28 per layer).
+f16 936, q8_0 1296, turbo4/turbo4 1326 (constant centre) and 1836 (position-aware; 1686
+before the value centre), q8_0/turbo4 1296; the first prompt of turbo4 1506 and 2556.
+Before this design (357c062) llama-perplexity reported 1356 nodes for q8_0 and 2196 for
+turbo4 (+28 per layer).
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ PAIRS = ("f16/f16", "q8_0/q8_0", "q4_0/q4_0", "turbo4/turbo4", "q8_0/turbo4", "t
 # position-aware: two input views, turn back, permute, cont, mean, reshape, copy, the
 # scales' op and copy, and the six that copy the first keys)
 CENTRE_NODES = {"span": (1, 6), "position": (13, 16)}
+# per layer with a turbo V beside the position-aware centre: the value centre's nodes in every
+# graph, and the more in the first ubatch (the mean; the first values copied)
+VALUE_NODES = {"span": (0, 0), "position": (5, 8)}
 
 
 @pytest.fixture(scope="module", params=list(CENTRE_NODES))
@@ -79,6 +89,16 @@ def _centred_layers(pair: str) -> int:
     return N_LAYER if k in TURBO else 0
 
 
+def _value_layers(pair: str) -> int:
+    """Layers with a turbo V beside a turbo K's centre: all of them, less the q8_0 boundary
+    layers of K/V@bN (a policy's q8_0 K layers keep their centre, and their turbo V)."""
+    types, _, at = pair.partition("@")
+    k, v = types.split("/")
+    if k not in TURBO or v not in TURBO:
+        return 0
+    return N_LAYER - 2 * int(at[1:]) if at.startswith("b") else N_LAYER
+
+
 def _turbo(pair: str) -> bool:
     return any(t in TURBO for t in pair.partition("@")[0].split("/"))
 
@@ -87,9 +107,10 @@ def _turbo(pair: str) -> bool:
 @pytest.mark.parametrize("graph", ["prompt", "decode"])
 def test_turbo_costs_its_key_centre_over_q8_0(graphs, centre: str, pair: str,
                                               graph: str) -> None:
-    # exactly the centre's nodes per centred layer; a turbo V costs nothing
+    # exactly the centre's nodes per centred layer, and the value centre's per turbo V layer
     assert graphs[pair][graph] == (graphs["q8_0/q8_0"][graph]
-                                   + CENTRE_NODES[centre][0] * _centred_layers(pair))
+                                   + CENTRE_NODES[centre][0] * _centred_layers(pair)
+                                   + VALUE_NODES[centre][0] * _value_layers(pair))
 
 
 def test_q8_0_is_upstreams_rotation_over_f16(graphs) -> None:
@@ -102,7 +123,8 @@ def test_q8_0_is_upstreams_rotation_over_f16(graphs) -> None:
 def test_only_the_ubatch_that_sets_the_key_centre_is_larger(graphs, centre: str,
                                                             pair: str) -> None:
     row = graphs[pair]
-    assert row["first"] == row["prompt"] + CENTRE_NODES[centre][1] * _centred_layers(pair)
+    assert row["first"] == (row["prompt"] + CENTRE_NODES[centre][1] * _centred_layers(pair)
+                            + VALUE_NODES[centre][1] * _value_layers(pair))
 
 
 @pytest.mark.parametrize("pair", PAIRS)

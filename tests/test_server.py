@@ -146,14 +146,11 @@ class SavedSlot:
     continuation: dict
 
 
-@pytest.fixture(scope="module")
-def saved_slot(built_tools, model: Path, tmp_path_factory: pytest.TempPathFactory) -> SavedSlot:
+def save_slot(binary: str, model: Path, directory: Path) -> SavedSlot:
     """A turbo4/turbo3 slot saved after a greedy completion, and how that same server went
     on from it: a request whose prompt extends the cached text reuses the cache."""
-    directory = tmp_path_factory.mktemp("slots")
-    with server(built_tools.binaries["llama-server"], model, directory / "save.log",
-                "-c", "2048", "-np", "1", "--slot-save-path", str(directory),
-                *TURBO_KV) as url:
+    with server(binary, model, directory / "save.log", "-c", "2048", "-np", "1",
+                "--slot-save-path", str(directory), *TURBO_KV) as url:
         first = complete(url, prompt=PROMPT, n_predict=24, temperature=0, ignore_eos=True)
         status, saved = post(f"{url}/slots/0?action=save", {"filename": "turbo.bin"})
         assert status == 200, saved
@@ -161,6 +158,21 @@ def saved_slot(built_tools, model: Path, tmp_path_factory: pytest.TempPathFactor
         continuation = complete(url, prompt=prompt, n_predict=24, temperature=0,
                                 ignore_eos=True, return_tokens=True, n_probs=3)
     return SavedSlot(directory, "turbo.bin", prompt, saved["n_saved"], continuation)
+
+
+@pytest.fixture(scope="module")
+def saved_slot(built_tools, model: Path, tmp_path_factory: pytest.TempPathFactory) -> SavedSlot:
+    return save_slot(built_tools.binaries["llama-server"], model, tmp_path_factory.mktemp("slots"))
+
+
+@pytest.fixture(scope="module")
+def saved_slot_uncentred_values(built_tools, model: Path,
+                                tmp_path_factory: pytest.TempPathFactory) -> SavedSlot:
+    """The same, from a cache whose values are not centred (TQLLAMA_TURBO_VCENTER=0)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TQLLAMA_TURBO_VCENTER", "0")
+        return save_slot(built_tools.binaries["llama-server"], model,
+                         tmp_path_factory.mktemp("slots"))
 
 
 def restored_continuation(binary: str, model: Path, saved_slot: SavedSlot, log: Path) -> dict:
@@ -179,8 +191,9 @@ def logprobs(out: dict) -> list[float]:
 
 def test_slot_restore_continues_identically(built_tools, model: Path, saved_slot: SavedSlot,
                                             ) -> None:
-    """Bit for bit: the state holds the first key's F32 rows too (patch 0027); without them
-    the restored cell's quantized first key moved every log-probability (-0.235 -> -0.254)."""
+    """Bit for bit: the state holds the first key's (and value's) F32 rows too (patches 0027,
+    0029) and the value centre (0030); without the rows the restored cell's quantized first
+    key moved every log-probability (-0.235 -> -0.254)."""
     out = restored_continuation(built_tools.binaries["llama-server"], model, saved_slot,
                                 saved_slot.directory / "restore.log")
     assert out["tokens"] == saved_slot.continuation["tokens"]
@@ -191,27 +204,37 @@ def test_slot_restore_continues_identically(built_tools, model: Path, saved_slot
 
 
 def test_slot_restore_without_first_keys_reads_past_them(
-        built_tools, model: Path, saved_slot: SavedSlot, tmp_path: Path,
+        built_tools, model: Path, saved_slot_uncentred_values: SavedSlot, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cache without the F32 first keys (TQLLAMA_TURBO_SINK=0) restores a state that has
-    them: it reads past the rows and uses the quantized keys."""
+    """A cache without the F32 first keys and values (TQLLAMA_TURBO_SINK=0) restores a state
+    that has them (and no value centre): it reads past the rows and uses the quantized
+    cells."""
     monkeypatch.setenv("TQLLAMA_TURBO_SINK", "0")
-    out = restored_continuation(built_tools.binaries["llama-server"], model, saved_slot,
+    saved = saved_slot_uncentred_values
+    out = restored_continuation(built_tools.binaries["llama-server"], model, saved,
                                 tmp_path / "restore.log")
     assert "turbo key sink on" not in (tmp_path / "restore.log").read_text()
     assert out["tokens_predicted"] == 24
-    assert logprobs(out) != logprobs(saved_slot.continuation)
+    assert logprobs(out) != logprobs(saved.continuation)
 
 
-@pytest.mark.parametrize(("ctk", "ctv", "reason"), [
+OTHER_CACHE = "failed to restore kv cache: it was saved with other cache types"
+
+
+@pytest.mark.parametrize(("ctk", "ctv", "env", "reason"), [
     # a turbo K state carries its key centre, which is read (and refused) first
-    ("q8_0", "q8_0", "failed to restore kv cache: it was saved with another K cache type"),
-    ("turbo4", "q8_0", "mismatched value type: the saved state has turbo3, this context q8_0"),
+    ("q8_0", "q8_0", {}, OTHER_CACHE),
+    ("turbo4", "q8_0", {}, OTHER_CACHE),  # no value centre without a turbo V
+    ("turbo4", "turbo3", {"TQLLAMA_TURBO_VCENTER": "0"}, OTHER_CACHE),  # values are centred
+    ("turbo4", "turbo3", {"TQLLAMA_TURBO_SINK": "k"}, OTHER_CACHE),
 ])
 def test_slot_restore_into_another_cache_type_fails_clearly(
         built_tools, model: Path, saved_slot: SavedSlot, tmp_path: Path,
-        ctk: str, ctv: str, reason: str) -> None:
+        monkeypatch: pytest.MonkeyPatch, ctk: str, ctv: str, env: dict[str, str],
+        reason: str) -> None:
     """An HTTP error, a log line that says why, and a server that goes on as before."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     log = tmp_path / "server.log"
     with server(built_tools.binaries["llama-server"], model, log, "-c", "2048", "-np", "1",
                 "--slot-save-path", str(saved_slot.directory), "-ctk", ctk, "-ctv", ctv,

@@ -1,0 +1,127 @@
+// Flash attention with the first keys' and values' F32 rows (patches 0024, 0028) against
+// flash attention over the exact cache: cells with a slot hold garbage in K and V, their
+// rows the exact key and value, and attention must equal attention over the exact K and V,
+// for several slots, a mask and GQA (6 query heads, 2 KV heads).
+//
+// usage: fa_sink N_KV (kv | k)
+// kv: the rows hold keys and values (2*n_head_kv heads); k: keys only, so the garbage
+// values stay and the check must fail. Prints the largest difference; exit 1 above 1e-4.
+
+#include "ggml.h"
+#include "ggml-alloc.h"
+#include "ggml-backend.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { D = 64, N_HEAD = 6, N_HEAD_KV = 2, N_Q = 5, N_SLOT = 3 };
+
+static float uniform(unsigned * state) {
+    *state = *state * 1664525u + 1013904223u;
+    return (float) (*state >> 8) / (float) (1u << 24) * 2.0f - 1.0f;
+}
+
+int main(int argc, char ** argv) {
+    if (argc != 3 || (strcmp(argv[2], "kv") != 0 && strcmp(argv[2], "k") != 0)) {
+        fprintf(stderr, "usage: fa_sink N_KV (kv | k)\n");
+        return 2;
+    }
+    const int n_kv = atoi(argv[1]);
+    const int n_row_heads = strcmp(argv[2], "kv") == 0 ? 2*N_HEAD_KV : N_HEAD_KV;
+    unsigned seed = 11;
+
+    float   * q    = malloc(sizeof(float)*D*N_Q*N_HEAD);
+    float   * k    = malloc(sizeof(float)*D*n_kv*N_HEAD_KV);
+    float   * v    = malloc(sizeof(float)*D*n_kv*N_HEAD_KV);
+    float   * kg   = malloc(sizeof(float)*D*n_kv*N_HEAD_KV); // K and V with garbage in the slots' cells
+    float   * vg   = malloc(sizeof(float)*D*n_kv*N_HEAD_KV);
+    float   * rows = calloc((size_t) D*n_row_heads*N_SLOT, sizeof(float));
+    int32_t * slot = calloc((size_t) n_kv, sizeof(int32_t));
+    ggml_fp16_t * mask = malloc(sizeof(ggml_fp16_t)*n_kv*N_Q);
+
+    for (int i = 0; i < D*N_Q*N_HEAD; ++i)      q[i] = uniform(&seed);
+    for (int i = 0; i < D*n_kv*N_HEAD_KV; ++i) {
+        k[i] = kg[i] = uniform(&seed);
+        v[i] = vg[i] = uniform(&seed);
+    }
+    for (int j = 0; j < n_kv; ++j) {
+        for (int i = 0; i < N_Q; ++i) {
+            mask[i*n_kv + j] = ggml_fp32_to_fp16((i + 3*j) % 7 == 0 && j % 97 != 0 ? -INFINITY : 0.0f);
+        }
+    }
+    // cells 0, 97, 194 (when there) take slots 2, 0, 1: an attention sink each, a large logit
+    for (int s = 0; s < N_SLOT && 97*s < n_kv; ++s) {
+        const int j = 97*s, r = (s + 2) % N_SLOT;
+        slot[j] = r + 1;
+        for (int h = 0; h < N_HEAD_KV; ++h) {
+            float * kj = k + (h*n_kv + j)*D, * vj = v + (h*n_kv + j)*D;
+            for (int d = 0; d < D; ++d) {
+                kj[d] *= 4.0f;
+                kg[(h*n_kv + j)*D + d] = 3.0f*uniform(&seed);
+                vg[(h*n_kv + j)*D + d] = 3.0f*uniform(&seed);
+            }
+            memcpy(rows + ((size_t) r*n_row_heads + h)*D, kj, sizeof(float)*D);
+            if (n_row_heads == 2*N_HEAD_KV) {
+                memcpy(rows + ((size_t) r*n_row_heads + N_HEAD_KV + h)*D, vj, sizeof(float)*D);
+            }
+        }
+    }
+
+    struct ggml_init_params ip = { 64*ggml_tensor_overhead() + ggml_graph_overhead(), NULL, true };
+    struct ggml_context * ctx = ggml_init(ip);
+    struct ggml_tensor * tq  = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, N_Q, N_HEAD, 1);
+    struct ggml_tensor * tk  = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, n_kv, N_HEAD_KV, 1);
+    struct ggml_tensor * tv  = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, n_kv, N_HEAD_KV, 1);
+    struct ggml_tensor * tkg = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, n_kv, N_HEAD_KV, 1);
+    struct ggml_tensor * tvg = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, n_kv, N_HEAD_KV, 1);
+    struct ggml_tensor * trs = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, n_row_heads, N_SLOT, 1);
+    struct ggml_tensor * tsl = ggml_new_tensor_2d(ctx, GGML_TYPE_I32, n_kv, 1);
+    struct ggml_tensor * tmk = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, n_kv, N_Q, 1, 1);
+
+    const float scale = 1.0f/sqrtf((float) D);
+    struct ggml_tensor * exact = ggml_flash_attn_ext(ctx, tq, tk,  tv,  tmk, scale, 0.0f, 0.0f);
+    struct ggml_tensor * sunk  = ggml_flash_attn_ext(ctx, tq, tkg, tvg, tmk, scale, 0.0f, 0.0f);
+    ggml_flash_attn_ext_set_k_sink(sunk, trs, tsl);
+
+    struct ggml_cgraph * gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, exact);
+    ggml_build_forward_expand(gf, sunk);
+
+    ggml_backend_load_all();
+    ggml_backend_t cpu = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, NULL);
+    if (!cpu) {
+        fprintf(stderr, "fa_sink: no CPU backend\n");
+        return 2;
+    }
+    ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, cpu);
+    ggml_backend_tensor_set(tq,  q,    0, ggml_nbytes(tq));
+    ggml_backend_tensor_set(tk,  k,    0, ggml_nbytes(tk));
+    ggml_backend_tensor_set(tv,  v,    0, ggml_nbytes(tv));
+    ggml_backend_tensor_set(tkg, kg,   0, ggml_nbytes(tkg));
+    ggml_backend_tensor_set(tvg, vg,   0, ggml_nbytes(tvg));
+    ggml_backend_tensor_set(trs, rows, 0, ggml_nbytes(trs));
+    ggml_backend_tensor_set(tsl, slot, 0, ggml_nbytes(tsl));
+    ggml_backend_tensor_set(tmk, mask, 0, ggml_nbytes(tmk));
+    if (ggml_backend_graph_compute(cpu, gf) != GGML_STATUS_SUCCESS) {
+        fprintf(stderr, "fa_sink: graph failed\n");
+        return 2;
+    }
+
+    const int64_t n_out = ggml_nelements(exact);
+    float * a = malloc(sizeof(float)*n_out);
+    float * b = malloc(sizeof(float)*n_out);
+    ggml_backend_tensor_get(exact, a, 0, ggml_nbytes(exact));
+    ggml_backend_tensor_get(sunk,  b, 0, ggml_nbytes(sunk));
+    double worst = 0.0;
+    for (int64_t i = 0; i < n_out; ++i) {
+        worst = fmax(worst, fabs((double) a[i] - (double) b[i]));
+    }
+    printf("max |exact - rows| = %.3g over %lld outputs\n", worst, (long long) n_out);
+
+    ggml_backend_buffer_free(buf);
+    ggml_backend_free(cpu);
+    ggml_free(ctx);
+    return worst <= 1e-4 ? 0 : 1;
+}
