@@ -66,3 +66,16 @@ def test_passkey_through_llama_server(built_tools, model: Path, tmp_path: Path) 
     assert summary["tried"] == 2 and set(summary["by_length"]) == {"1024", "512"}
     assert [(t["length"], t["depth"]) for t in summary["trials"]] == [(1024, 0.1), (512, 0.1)]
     assert summary["read"] == out[0].read + out[1].read
+    # a key found was greedy's first token: its margin over every other is positive
+    for o in out:
+        assert not o.found or (o.margin is not None and o.margin > 0), o
+
+
+def test_the_margin_is_the_answers_lead_over_the_likeliest_other_token() -> None:
+    def response(*top: tuple[int, float]) -> dict:
+        return {"completion_probabilities": [
+            {"top_logprobs": [{"id": i, "logprob": lp} for i, lp in top]}]}
+
+    assert retrieval.first_token_margin(response((7, -0.1), (3, -2.6)), 7) == pytest.approx(2.5)
+    assert retrieval.first_token_margin(response((3, -0.2), (7, -1.7)), 7) == pytest.approx(-1.5)
+    assert retrieval.first_token_margin(response((3, -0.2), (4, -1.7)), 7) is None

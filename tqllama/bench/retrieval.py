@@ -33,6 +33,7 @@ FILLER = (" The grass is green. The sky is blue. The sun is yellow. Here we go."
 NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = " What is the pass key? The pass key is"
 ANSWER = 8  # tokens generated: a five-digit key and what follows it
+TOP = 10  # candidates llama-server reports for the answer's first token (the margin)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class Outcome:
     answer: str
     position: int  # the token where the key's sentence starts
     read: int  # prompt tokens llama-server computed (the rest came from its prompt cache)
+    # how sure the model was of the key's first token: its log-probability less that of the
+    # likeliest other token (< 0: greedy decoding took the other); None when it was not
+    # among the TOP likeliest. Exact match says found or not; the margin says by how much.
+    margin: float | None = None
 
     @property
     def found(self) -> bool:
@@ -101,19 +106,31 @@ def prompt_tokens(hay: Sequence[int], trial: Trial, needle: Sequence[int],
     return [*hay[:at], *needle, *hay[at:body], *question], at
 
 
+def first_token_margin(out: dict[str, Any], token: int) -> float | None:
+    """The margin of `token` at the answer's first position, from llama-server's
+    `completion_probabilities` (log-probabilities of the TOP likeliest tokens)."""
+    top = {p["id"]: p["logprob"] for p in out["completion_probabilities"][0]["top_logprobs"]}
+    if token not in top:
+        return None
+    others = [lp for t, lp in top.items() if t != token]
+    return top[token] - max(others) if others else None
+
+
 def run_trials(url: str, planned: Sequence[Trial]) -> list[Outcome]:
     """The trials against one llama-server (one slot): prompts as token ids, greedy answers."""
     filler = _tokens(url, FILLER)
     hay = filler * (max(t.prompt for t in planned) // len(filler) + 1)
     question = _tokens(url, QUESTION)
     # a key is asked at every length: its sentence is tokenized once
-    needles = {key: _tokens(url, NEEDLE.format(key=key)) for key in dict.fromkeys(
-        t.key for t in planned)}
+    keys = dict.fromkeys(t.key for t in planned)
+    needles = {key: _tokens(url, NEEDLE.format(key=key)) for key in keys}
+    firsts = {key: _tokens(url, f" {key}")[0] for key in keys}  # the answer's first token
     outcomes = []
     for t in planned:
         prompt, at = prompt_tokens(hay, t, needles[t.key], question)
         status, out = post(f"{url}/completion", {
             "prompt": prompt, "n_predict": ANSWER, "temperature": 0, "cache_prompt": True,
+            "n_probs": TOP,
         })
         if status != 200:
             raise TqError(f"llama-server failed a {t.prompt}-token passkey prompt: "
@@ -121,7 +138,8 @@ def run_trials(url: str, planned: Sequence[Trial]) -> list[Outcome]:
         if out.get("tokens_evaluated") != t.prompt:
             raise TqError(f"llama-server read {out.get('tokens_evaluated')} tokens of a "
                           f"{t.prompt}-token passkey prompt: its tokenizer and this prompt differ")
-        outcomes.append(Outcome(t, out["content"], at, out["timings"]["prompt_n"]))
+        outcomes.append(Outcome(t, out["content"], at, out["timings"]["prompt_n"],
+                                first_token_margin(out, firsts[t.key])))
     return outcomes
 
 
@@ -152,5 +170,5 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "by_length": by_length,
         "trials": [{"length": o.trial.length, "depth": o.trial.depth, "key": o.trial.key,
                     "position": o.position, "answer": o.answer, "found": o.found,
-                    "read": o.read} for o in outcomes],
+                    "read": o.read, "margin": o.margin} for o in outcomes],
     }
