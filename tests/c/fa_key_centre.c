@@ -6,13 +6,8 @@
 // prints the largest difference; exit 1 above 1e-4 (--no-term leaves the term out: the
 // check must then fail)
 
-#include "ggml.h"
-#include "ggml-alloc.h"
-#include "ggml-backend.h"
+#include "fa_check.h"
 
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 enum { DK = 64, N_HEAD = 6, N_HEAD_KV = 2, N_Q = 5 };
@@ -97,42 +92,11 @@ int main(int argc, char ** argv) {
         ggml_flash_attn_ext_set_k_center(centred, tq, tm, ttab, neox);
     }
 
-    struct ggml_cgraph * gf = ggml_new_graph(ctx);
-    ggml_build_forward_expand(gf, plain);
-    ggml_build_forward_expand(gf, centred);
-
-    ggml_backend_load_all();
-    ggml_backend_t cpu = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, NULL);
-    if (!cpu) {
-        fprintf(stderr, "fa_key_centre: no CPU backend\n");
-        return 2;
-    }
-    ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, cpu);
-    ggml_backend_tensor_set(tq,   q,    0, ggml_nbytes(tq));
-    ggml_backend_tensor_set(tk,   k,    0, ggml_nbytes(tk));
-    ggml_backend_tensor_set(tkc,  kc,   0, ggml_nbytes(tkc));
-    ggml_backend_tensor_set(tv,   v,    0, ggml_nbytes(tv));
-    ggml_backend_tensor_set(tm,   m,    0, ggml_nbytes(tm));
-    ggml_backend_tensor_set(ttab, tab,  0, ggml_nbytes(ttab));
-    ggml_backend_tensor_set(tmk,  mask, 0, ggml_nbytes(tmk));
-    if (ggml_backend_graph_compute(cpu, gf) != GGML_STATUS_SUCCESS) {
-        fprintf(stderr, "fa_key_centre: graph failed\n");
-        return 2;
-    }
-
-    const int64_t n_out = ggml_nelements(plain);
-    float * a = malloc(sizeof(float)*n_out);
-    float * b = malloc(sizeof(float)*n_out);
-    ggml_backend_tensor_get(plain,   a, 0, ggml_nbytes(plain));
-    ggml_backend_tensor_get(centred, b, 0, ggml_nbytes(centred));
-    double worst = 0.0;
-    for (int64_t i = 0; i < n_out; ++i) {
-        worst = fmax(worst, fabs((double) a[i] - (double) b[i]));
-    }
-    printf("max |plain - centred| = %.3g over %lld outputs\n", worst, (long long) n_out);
-
-    ggml_backend_buffer_free(buf);
-    ggml_backend_free(cpu);
+    const struct fa_input inputs[] = {
+        { tq, q }, { tk, k }, { tkc, kc }, { tv, v }, { tm, m }, { ttab, tab }, { tmk, mask },
+    };
+    const int status = fa_compare("fa_key_centre", "plain - centred", ctx, inputs,
+                                  (int) (sizeof(inputs)/sizeof(inputs[0])), plain, centred);
     ggml_free(ctx);
-    return worst <= 1e-4 ? 0 : 1;
+    return status;
 }

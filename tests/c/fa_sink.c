@@ -7,13 +7,8 @@
 // kv: the rows hold keys and values (2*n_head_kv heads); k: keys only, so the garbage
 // values stay and the check must fail. Prints the largest difference; exit 1 above 1e-4.
 
-#include "ggml.h"
-#include "ggml-alloc.h"
-#include "ggml-backend.h"
+#include "fa_check.h"
 
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 enum { D = 64, N_HEAD = 6, N_HEAD_KV = 2, N_Q = 5, N_SLOT = 3 };
@@ -85,43 +80,12 @@ int main(int argc, char ** argv) {
     struct ggml_tensor * sunk  = ggml_flash_attn_ext(ctx, tq, tkg, tvg, tmk, scale, 0.0f, 0.0f);
     ggml_flash_attn_ext_set_k_sink(sunk, trs, tsl);
 
-    struct ggml_cgraph * gf = ggml_new_graph(ctx);
-    ggml_build_forward_expand(gf, exact);
-    ggml_build_forward_expand(gf, sunk);
-
-    ggml_backend_load_all();
-    ggml_backend_t cpu = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, NULL);
-    if (!cpu) {
-        fprintf(stderr, "fa_sink: no CPU backend\n");
-        return 2;
-    }
-    ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, cpu);
-    ggml_backend_tensor_set(tq,  q,    0, ggml_nbytes(tq));
-    ggml_backend_tensor_set(tk,  k,    0, ggml_nbytes(tk));
-    ggml_backend_tensor_set(tv,  v,    0, ggml_nbytes(tv));
-    ggml_backend_tensor_set(tkg, kg,   0, ggml_nbytes(tkg));
-    ggml_backend_tensor_set(tvg, vg,   0, ggml_nbytes(tvg));
-    ggml_backend_tensor_set(trs, rows, 0, ggml_nbytes(trs));
-    ggml_backend_tensor_set(tsl, slot, 0, ggml_nbytes(tsl));
-    ggml_backend_tensor_set(tmk, mask, 0, ggml_nbytes(tmk));
-    if (ggml_backend_graph_compute(cpu, gf) != GGML_STATUS_SUCCESS) {
-        fprintf(stderr, "fa_sink: graph failed\n");
-        return 2;
-    }
-
-    const int64_t n_out = ggml_nelements(exact);
-    float * a = malloc(sizeof(float)*n_out);
-    float * b = malloc(sizeof(float)*n_out);
-    ggml_backend_tensor_get(exact, a, 0, ggml_nbytes(exact));
-    ggml_backend_tensor_get(sunk,  b, 0, ggml_nbytes(sunk));
-    double worst = 0.0;
-    for (int64_t i = 0; i < n_out; ++i) {
-        worst = fmax(worst, fabs((double) a[i] - (double) b[i]));
-    }
-    printf("max |exact - rows| = %.3g over %lld outputs\n", worst, (long long) n_out);
-
-    ggml_backend_buffer_free(buf);
-    ggml_backend_free(cpu);
+    const struct fa_input inputs[] = {
+        { tq, q }, { tk, k }, { tv, v }, { tkg, kg }, { tvg, vg }, { trs, rows }, { tsl, slot },
+        { tmk, mask },
+    };
+    const int status = fa_compare("fa_sink", "exact - rows", ctx, inputs,
+                                  (int) (sizeof(inputs)/sizeof(inputs[0])), exact, sunk);
     ggml_free(ctx);
-    return worst <= 1e-4 ? 0 : 1;
+    return status;
 }
