@@ -161,8 +161,9 @@ def test_tool_crash_names_the_log(tiny: list[str], tmp_path: Path):
 
 
 def test_passkey_runs_are_stored_and_tabled(tiny: list[str], tmp_path: Path):
-    """--passkey adds one llama-server run per pair: stored with every trial's answer, shown
-    as found/tried per prompt length, skipped when the sweep runs again."""
+    """--passkey adds one llama-server run per pair: stored with every trial's answer and
+    margin, shown as found/tried per prompt length with the smallest margin, skipped when the
+    sweep runs again."""
     out, cache = tmp_path / "out", tmp_path / "cache"
     args = [*tiny[: tiny.index("--cache")], "--cache", "q8_0/q8_0", "--ctx", "128", "--chunks",
             "1", "--depths", "", "--threads", "2", "--passkey", "512", "--passkey-depths",
@@ -179,7 +180,9 @@ def test_passkey_runs_are_stored_and_tabled(tiny: list[str], tmp_path: Path):
     header = next(line for line in table.splitlines() if line.startswith("| K/V"))
     assert "passkey 512" in header
     row = next(line for line in table.splitlines() if line.startswith("| q8_0/q8_0"))
-    assert f"| {passkey['found']}/2 |" in row
+    margin = passkey["min_margin"]["512"]
+    assert margin == min(t["margin"] for t in passkey["trials"] if t["margin"] is not None)
+    assert f"| {passkey['found']}/2 ({margin:+.2f}) |" in row
     again = _tqllama(args, cache)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0 and "2 of 2 runs already stored" in err

@@ -66,6 +66,7 @@ def test_passkey_through_llama_server(built_tools, model: Path, tmp_path: Path) 
     assert summary["tried"] == 2 and set(summary["by_length"]) == {"1024", "512"}
     assert [(t["length"], t["depth"]) for t in summary["trials"]] == [(1024, 0.1), (512, 0.1)]
     assert summary["read"] == out[0].read + out[1].read
+    assert summary["min_margin"] == {str(o.trial.length): o.margin for o in out}
     # a key found was greedy's first token: its margin over every other is positive
     for o in out:
         assert not o.found or (o.margin is not None and o.margin > 0), o

@@ -163,11 +163,18 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         found_tried = by_length.setdefault(str(o.trial.length), [0, 0])
         found_tried[0] += o.found
         found_tried[1] += 1
+    # the smallest margin per length (None where no trial has one): how near a loss it came
+    margins: dict[str, float | None] = {}
+    for length in by_length:
+        known = [o.margin for o in outcomes
+                 if str(o.trial.length) == length and o.margin is not None]
+        margins[length] = min(known) if known else None
     return {
         "found": sum(o.found for o in outcomes),
         "tried": len(outcomes),
         "read": sum(o.read for o in outcomes),
         "by_length": by_length,
+        "min_margin": margins,
         "trials": [{"length": o.trial.length, "depth": o.trial.depth, "key": o.trial.key,
                     "position": o.position, "answer": o.answer, "found": o.found,
                     "read": o.read, "margin": o.margin} for o in outcomes],

@@ -317,7 +317,10 @@ def _markdown(rows: list[PairRow], speed_keys: list[SpeedKey], baseline: CachePa
                  _fmt(row.same_top_pct.value if row.same_top_pct else None, ".2f")]
         for n in lengths:
             found_tried = row.passkey["by_length"].get(str(n)) if row.passkey else None
-            cells.append(f"{found_tried[0]}/{found_tried[1]}" if found_tried else "–")
+            # results stored before the margins have none
+            margin = row.passkey.get("min_margin", {}).get(str(n)) if row.passkey else None
+            cell = f"{found_tried[0]}/{found_tried[1]}" if found_tried else "–"
+            cells.append(cell if margin is None else f"{cell} ({margin:+.2f})")
         for key in speed_keys:
             s = row.speed.get(key)
             if s is None:
@@ -330,7 +333,9 @@ def _markdown(rows: list[PairRow], speed_keys: list[SpeedKey], baseline: CachePa
              "PPL, KLD, same top token: against the f16 cache."]
     if lengths:
         notes.append("passkey N: keys found / asked for in contexts of N tokens (greedy answer, "
-                     "exact match; llama-server with this cache).")
+                     "exact match; llama-server with this cache); in brackets the smallest "
+                     "margin: the key's first token's log-probability over the likeliest other "
+                     "token's (< 0: that key was lost).")
     if speed_keys:
         ratio = f", in brackets the ratio to {baseline.label}" if baseline else ""
         notes.append(f"t/s: llama-bench tokens/s at KV depth d{ratio}.")
