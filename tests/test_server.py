@@ -222,10 +222,11 @@ OTHER_CACHE = "failed to restore kv cache: it was saved with other cache types"
 
 
 @pytest.mark.parametrize(("ctk", "ctv", "env", "reason"), [
-    # a turbo K state carries its key centre, which is read (and refused) first
-    ("q8_0", "q8_0", {}, OTHER_CACHE),
-    ("turbo4", "q8_0", {}, OTHER_CACHE),  # no value centre without a turbo V
-    ("turbo4", "turbo3", {"TQLLAMA_TURBO_VCENTER": "0"}, OTHER_CACHE),  # values are centred
+    # the cells' types are checked before the centres' sizes: a type mismatch names its layer
+    ("q8_0", "q8_0", {}, "mismatched key type: the saved state has turbo4, this context q8_0"),
+    ("turbo4", "q8_0", {}, "mismatched value type: the saved state has turbo3, this context q8_0"),
+    # the same types, other settings: the values are centred, or the rows hold them
+    ("turbo4", "turbo3", {"TQLLAMA_TURBO_VCENTER": "0"}, OTHER_CACHE),
     ("turbo4", "turbo3", {"TQLLAMA_TURBO_SINK": "k"}, OTHER_CACHE),
 ])
 def test_slot_restore_into_another_cache_type_fails_clearly(
