@@ -19,19 +19,17 @@ ride in the matrix), and a turbo V costs nothing more. A turbo K pays for its ce
   estimates the scales (one CPU op and its copy: 2 more) and, as every ubatch that holds a
   sequence's first token, copies those keys to their F32 rows (two input views, two
   reshapes, get_rows and set_rows: 6 more).
-- a turbo V beside the position-aware centre keeps the first values in the same rows and
-  stores the values less their centre (patches 0029, 0030): the subtraction, and the
-  centre added to attention's output over the heads viewed as (group, KV head): two
-  reshapes, the addition, a reshape back: 5 nodes per layer; the ubatch that sets the
-  centre averages the values (permute, cont, mean, reshape, copy: 5) and a ubatch with
-  first tokens copies the values beside the keys (reshape, get_rows, concat: 3).
+- a turbo V beside the position-aware centre keeps the first values in the same rows
+  (patch 0029): a ubatch with first tokens copies them beside the keys (reshape, get_rows,
+  concat: 3 nodes per layer). The value centre (0030, TQLLAMA_TURBO_VCENTER=1, not the
+  default) would add 5 per layer to every graph and 5 to the first.
 A mix of types (boundary layers, a cache policy) costs nothing for the mix; a turbo K
 cache centres its q8_0 layers' keys too (patch 0023), so every layer of it pays the centre.
 
 tests/c/graph_nodes.c counts the nodes of real graphs (eval callback) and the graphs reused,
 for prompt ubatches and single-token decodes. Measured on SmolLM2 (30 layers): decode
-f16 936, q8_0 1296, turbo4/turbo4 1326 (constant centre) and 1836 (position-aware; 1686
-before the value centre), q8_0/turbo4 1296; the first prompt of turbo4 1506 and 2556.
+f16 936, q8_0 1296, turbo4/turbo4 1326 (constant centre) and 1686 (position-aware),
+q8_0/turbo4 1296; the first prompt of turbo4 1506 and 2256.
 Before this design (357c062) llama-perplexity reported 1356 nodes for q8_0 and 2196 for
 turbo4 (+28 per layer).
 """
@@ -54,9 +52,9 @@ PAIRS = ("f16/f16", "q8_0/q8_0", "q4_0/q4_0", "turbo4/turbo4", "q8_0/turbo4", "t
 # position-aware: two input views, turn back, permute, cont, mean, reshape, copy, the
 # scales' op and copy, and the six that copy the first keys)
 CENTRE_NODES = {"span": (1, 6), "position": (13, 16)}
-# per layer with a turbo V beside the position-aware centre: the value centre's nodes in every
-# graph, and the more in the first ubatch (the mean; the first values copied)
-VALUE_NODES = {"span": (0, 0), "position": (5, 8)}
+# per layer with a turbo V beside the position-aware centre: none in every graph, and the
+# more in the first ubatch (the first values copied)
+VALUE_NODES = {"span": (0, 0), "position": (0, 3)}
 
 
 @pytest.fixture(scope="module", params=list(CENTRE_NODES))

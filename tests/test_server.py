@@ -166,11 +166,11 @@ def saved_slot(built_tools, model: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="module")
-def saved_slot_uncentred_values(built_tools, model: Path,
-                                tmp_path_factory: pytest.TempPathFactory) -> SavedSlot:
-    """The same, from a cache whose values are not centred (TQLLAMA_TURBO_VCENTER=0)."""
+def saved_slot_centred_values(built_tools, model: Path,
+                              tmp_path_factory: pytest.TempPathFactory) -> SavedSlot:
+    """The same, from a cache whose values are centred (TQLLAMA_TURBO_VCENTER=1)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TQLLAMA_TURBO_VCENTER", "0")
+        mp.setenv("TQLLAMA_TURBO_VCENTER", "1")
         return save_slot(built_tools.binaries["llama-server"], model,
                          tmp_path_factory.mktemp("slots"))
 
@@ -203,14 +203,25 @@ def test_slot_restore_continues_identically(built_tools, model: Path, saved_slot
     assert out["timings"]["prompt_n"] < out["tokens_evaluated"] - saved_slot.n_saved // 2
 
 
+def test_slot_restore_with_centred_values_continues_identically(
+        built_tools, model: Path, saved_slot_centred_values: SavedSlot,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The value centre travels with the key centre: bit for bit too."""
+    monkeypatch.setenv("TQLLAMA_TURBO_VCENTER", "1")
+    saved = saved_slot_centred_values
+    out = restored_continuation(built_tools.binaries["llama-server"], model, saved,
+                                saved.directory / "restore.log")
+    assert "turbo value centring on" in (saved.directory / "restore.log").read_text()
+    assert logprobs(out) == logprobs(saved.continuation)
+
+
 def test_slot_restore_without_first_keys_reads_past_them(
-        built_tools, model: Path, saved_slot_uncentred_values: SavedSlot, tmp_path: Path,
+        built_tools, model: Path, saved_slot: SavedSlot, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A cache without the F32 first keys and values (TQLLAMA_TURBO_SINK=0) restores a state
-    that has them (and no value centre): it reads past the rows and uses the quantized
-    cells."""
+    that has them: it reads past the rows and uses the quantized cells."""
     monkeypatch.setenv("TQLLAMA_TURBO_SINK", "0")
-    saved = saved_slot_uncentred_values
+    saved = saved_slot
     out = restored_continuation(built_tools.binaries["llama-server"], model, saved,
                                 tmp_path / "restore.log")
     assert "turbo key sink on" not in (tmp_path / "restore.log").read_text()
@@ -225,9 +236,10 @@ OTHER_CACHE = "failed to restore kv cache: it was saved with other cache types"
     # the cells' types are checked before the centres' sizes: a type mismatch names its layer
     ("q8_0", "q8_0", {}, "mismatched key type: the saved state has turbo4, this context q8_0"),
     ("turbo4", "q8_0", {}, "mismatched value type: the saved state has turbo3, this context q8_0"),
-    # the same types, other settings: the values are centred, or the rows hold them
-    ("turbo4", "turbo3", {"TQLLAMA_TURBO_VCENTER": "0"}, OTHER_CACHE),
-    ("turbo4", "turbo3", {"TQLLAMA_TURBO_SINK": "k"}, OTHER_CACHE),
+    # the same types, other settings: the values are centred, or the rows lack them
+    ("turbo4", "turbo3", {"TQLLAMA_TURBO_VCENTER": "1"}, OTHER_CACHE),
+    ("turbo4", "turbo3", {"TQLLAMA_TURBO_SINK": "k"},
+     "failed to restore kv cache: its first keys' rows do not fit this cache's layers"),
 ])
 def test_slot_restore_into_another_cache_type_fails_clearly(
         built_tools, model: Path, saved_slot: SavedSlot, tmp_path: Path,
