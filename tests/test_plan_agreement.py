@@ -55,9 +55,10 @@ def run_logged(cmd: list[str], marker: str) -> str:
     """stderr of `cmd` once it holds `marker`, its last log line before exiting.
 
     llama.cpp logs from a worker thread that nobody joins at exit, so the last lines are
-    sometimes lost; the lines before `marker` were flushed if `marker` made it out.
+    sometimes lost (on busy cores three runs in a row lost them); the lines before `marker`
+    were flushed if `marker` made it out.
     """
-    for _ in range(3):
+    for _ in range(10):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if marker in proc.stderr:
             return proc.stderr
