@@ -191,9 +191,9 @@ def logprobs(out: dict) -> list[float]:
 
 def test_slot_restore_continues_identically(built_tools, model: Path, saved_slot: SavedSlot,
                                             ) -> None:
-    """Bit for bit: the state holds the first key's (and value's) F32 rows too (patches 0027,
-    0029) and the value centre (0030); without the rows the restored cell's quantized first
-    key moved every log-probability (-0.235 -> -0.254)."""
+    """Bit for bit: the state holds the first key's and value's F32 rows too (patches 0027,
+    0029); without the rows the restored cell's quantized first key moved every
+    log-probability (-0.235 -> -0.254)."""
     out = restored_continuation(built_tools.binaries["llama-server"], model, saved_slot,
                                 saved_slot.directory / "restore.log")
     assert out["tokens"] == saved_slot.continuation["tokens"]
@@ -221,12 +221,11 @@ def test_slot_restore_without_first_keys_reads_past_them(
     """A cache without the F32 first keys and values (TQLLAMA_TURBO_SINK=0) restores a state
     that has them: it reads past the rows and uses the quantized cells."""
     monkeypatch.setenv("TQLLAMA_TURBO_SINK", "0")
-    saved = saved_slot
-    out = restored_continuation(built_tools.binaries["llama-server"], model, saved,
+    out = restored_continuation(built_tools.binaries["llama-server"], model, saved_slot,
                                 tmp_path / "restore.log")
     assert "turbo key sink on" not in (tmp_path / "restore.log").read_text()
     assert out["tokens_predicted"] == 24
-    assert logprobs(out) != logprobs(saved.continuation)
+    assert logprobs(out) != logprobs(saved_slot.continuation)
 
 
 OTHER_CACHE = "failed to restore kv cache: it was saved with other cache types"
