@@ -24,7 +24,7 @@ src=$tree/ggml
 for arch in armv8.2-a+dotprod armv8-a; do
   aarch64-linux-gnu-gcc -O2 -std=gnu11 -ffp-contract=off -march=$arch -I "$src/src" -I "$src/src/ggml-cpu" \
     -I "$src/include" "$here/tests/c/turbo_kernels.c" "$src/src/ggml-cpu/turbo-cpu.c" \
-    "$src/src/ggml-cpu/arch/arm/turbo-cpu.c" -L "$lib" -lggml-cpu -lggml-base -lm -o "$out/k"
+    "$src/src/ggml-cpu/arch/arm/turbo-cpu.c" "$src/src/ggml-cpu/trellis-cpu.c" -L "$lib" -lggml-cpu -lggml-base -lm -o "$out/k"
   echo -n "-march=$arch: "
   QEMU_LD_PREFIX=/usr/aarch64-linux-gnu LD_LIBRARY_PATH=$lib qemu-aarch64 "$out/k"
 done

@@ -13,8 +13,11 @@ from tqlab.bitexact import (
     reference,
     stage1_bits,
     tie_rows,
+    trellis_rows,
 )
 from tqlab.ggmllib import GgmlBase, GgmlCpu
+from tqllama.quant.trellis import TYPES as TRELLIS
+from tqllama.quant.trellis import TrellisQuant
 
 pytestmark = pytest.mark.slow
 
@@ -59,3 +62,66 @@ def test_cpu_quantizer_byte_exact(ggml: GgmlBase, ggml_cpu: GgmlCpu, name: str) 
             bad = next(i for i in range(0, len(want), size) if got[i:i + size] != want[i:i + size])
             pytest.fail(f"{name} block {bad // size}: {got[bad:bad + size].hex()} "
                         f"!= {want[bad:bad + size].hex()}")
+
+
+def _first_bad_block(got: bytes, want: bytes, size: int) -> str:
+    bad = next(i for i in range(0, len(want), size) if got[i:i + size] != want[i:i + size])
+    return f"block {bad // size}: {got[bad:bad + size].hex()} != {want[bad:bad + size].hex()}"
+
+
+@pytest.mark.parametrize("name", list(TRELLIS))
+@pytest.mark.parametrize("width", [64, 128, 256])
+def test_trellis_random_rows_byte_exact(ggml: GgmlBase, name: str, width: int) -> None:
+    """The reference quantizer of libggml-base (ggml-trellis-quants.c) writes NumPy's bytes,
+    and its dequantizer reads them back as NumPy does."""
+    rows = random_rows(np.random.default_rng(width + 17), 64 * 256 // width, width)
+    ref = TrellisQuant(name)
+    want = ref.quantize(rows)
+    got = ggml.quantize(name, rows)
+    assert got == want, _first_bad_block(got, want, ref.block_bytes)
+    np.testing.assert_array_equal(ggml.dequantize(name, got, rows.size),
+                                  ref.dequantize(got, rows.size))
+
+
+@pytest.mark.parametrize("name", list(TRELLIS))
+def test_trellis_cpu_quantizer_byte_exact(ggml: GgmlBase, ggml_cpu: GgmlCpu, name: str) -> None:
+    """The CPU backend's from_float (its SIMD Viterbi where the machine has one) writes the
+    reference's bytes on edge rows: zero-error paths full of ties, scale boundaries, spikes,
+    NaN, infinities and denormals."""
+    rng = np.random.default_rng(71)
+    ref = TrellisQuant(name)
+    for rows in (trellis_rows(name, rng), adversarial_rows(rng), random_rows(rng, 200, 128)):
+        want = ref.quantize(rows)
+        got = ggml.quantize(name, rows)
+        assert got == want, "reference " + _first_bad_block(got, want, ref.block_bytes)
+        got = ggml_cpu.quantize(name, rows)
+        assert got == want, "from_float " + _first_bad_block(got, want, ref.block_bytes)
+
+
+@pytest.mark.parametrize("name", list(TRELLIS))
+def test_trellis_cpu_dot_reads_the_reference_values(ggml_cpu: GgmlCpu, name: str) -> None:
+    """K . Q as flash attention computes it (the query in q8_0) is the dot product of the
+    NumPy reference's values with that query, up to float rounding."""
+    rng = np.random.default_rng(72)
+    rows = random_rows(rng, 64, 256)
+    queries = rng.standard_normal((64, 256)).astype(np.float32)
+    ref = TrellisQuant(name)
+    data = ref.quantize(rows)
+    values = ref.dequantize(data, rows.size).reshape(rows.shape).astype(np.float64)
+    q8 = reference_q8_0(queries)
+    want = (values * q8).sum(axis=1)
+    got = ggml_cpu.dot(name, data, queries)
+    mag = np.abs(values * q8).sum(axis=1)
+    assert np.all(np.abs(got - want) <= 1e-5 * mag)
+
+
+def reference_q8_0(x: np.ndarray) -> np.ndarray:
+    """q8_0's rounding of x (ggml's quantize_row_q8_0_ref), as float64 values."""
+    b = x.astype(np.float32).reshape(-1, 32)
+    amax = np.abs(b).max(axis=1, keepdims=True)
+    d = amax / np.float32(127)
+    inv = np.where(d == 0, np.float32(0), np.float32(1) / np.where(d == 0, 1, d))
+    y = (b * inv).astype(np.float64)
+    q = np.sign(y) * np.floor(np.abs(y) + 0.5)  # roundf: halves away from zero
+    dh = d.astype(np.float16).astype(np.float64)
+    return (q * dh).reshape(x.shape)

@@ -1,8 +1,9 @@
-"""The turbo CPU kernels (quantizer, vec_dot with q8_0, fused V accumulation) against the reference.
+"""The turbo and trellis CPU kernels (quantizer, vec_dot with q8_0, fused V accumulation)
+against the reference.
 
 tests/c/turbo_kernels.c is compiled with the kernel files (the generic ggml-cpu/turbo-cpu.c
-and arch/x86/turbo-cpu.c) into a small program; built twice, it checks the AVX2 path and
-the generic fallback that every other architecture runs.
+and trellis-cpu.c, and their arch/x86 versions) into a small program; built twice, it
+checks the AVX2 path and the generic fallback that every other architecture runs.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def test_kernels_match_reference(built_tools, tmp_path: Path, variant: str) -> N
          "-I", str(src / "src" / "ggml-cpu"), "-I", str(src / "include"),
          str(HERE / "c" / "turbo_kernels.c"), str(src / "src" / "ggml-cpu" / "turbo-cpu.c"),
          str(src / "src" / "ggml-cpu" / "arch" / "x86" / "turbo-cpu.c"),
+         str(src / "src" / "ggml-cpu" / "trellis-cpu.c"),
+         str(src / "src" / "ggml-cpu" / "arch" / "x86" / "trellis-cpu.c"),
          "-L", str(lib_dir), "-lggml-cpu", "-lggml-base", "-lm", f"-Wl,-rpath,{lib_dir}",
          "-o", str(exe)],
         check=True, capture_output=True, text=True,
@@ -53,4 +56,4 @@ def test_kernels_match_reference(built_tools, tmp_path: Path, variant: str) -> N
     assert run.returncode == 0, run.stderr[-2000:]
     expected = "avx2" if variant == "simd" else "scalar"
     match = re.search(rf"turbo kernels \({expected}\): (\d+) passed, 0 failed", run.stdout)
-    assert match and int(match.group(1)) == 1800, run.stdout
+    assert match and int(match.group(1)) == 2400, run.stdout

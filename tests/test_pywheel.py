@@ -78,7 +78,7 @@ def test_package_patch_applies_to_the_pinned_sdist(tmp_path: Path) -> None:
     for patch in patches:
         assert apply_patch(pkg, patch) == ""
     binding = (pkg / "llama_cpp" / "llama_cpp.py").read_text()
-    ids = {m[1].lower(): int(m[2]) for m in re.finditer(r"^GGML_TYPE_(TURBO\d) = (\d+)$",
+    ids = {m[1].lower(): int(m[2]) for m in re.finditer(r"^GGML_TYPE_(TURBO\dT?) = (\d+)$",
                                                         binding, re.MULTILINE)}
     assert ids == {name: t.ggml_id for name, t in CACHE_TYPES.items()
                    if t.turbo and not name.endswith("_qjl")}

@@ -5,12 +5,22 @@ from __future__ import annotations
 import numpy as np
 
 from tqllama.paths import ggml_src_dir
-from tqllama.quant import header, tables
+from tqllama.quant import header, tables, trellis
 
 
 def test_committed_header_is_current() -> None:
     path = ggml_src_dir() / header.HEADER_RELPATH
     assert path.read_text() == header.render(), "run: python scripts/gen_tables.py"
+
+
+def test_committed_trellis_header_is_current() -> None:
+    path = ggml_src_dir() / header.TRELLIS_HEADER_RELPATH
+    text = path.read_text()
+    assert text == header.render_trellis(), "run: python scripts/gen_tables.py"
+    for tt in trellis.TYPES.values():
+        assert f"#define {tt.name.upper()}_L {tt.L}" in text
+        body = text.split(f"trellis_table_{tt.name}, 256)")[1].split("TURBO_TABLE_END")[0]
+        assert [int(v) for v in body.replace("\n", " ").split(",") if v.strip()] == list(tt.table)
 
 
 def test_codebooks_are_sorted_int8() -> None:

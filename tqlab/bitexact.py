@@ -1,12 +1,13 @@
 """What the byte-exact checks share: the turbo types' bits, their NumPy reference
-quantizers, and rows that probe the format's edges (tests/test_bitexact.py on the CPU,
-tests/test_cuda_warp.py and tests/test_metal.py on the GPU kernels' emulations)."""
+quantizers, and rows that probe the format's edges, the trellis types' too
+(tests/test_bitexact.py on the CPU, tests/test_cuda_warp.py and tests/test_metal.py on
+the GPU kernels' emulations)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from tqllama.quant import qjl, tables
+from tqllama.quant import qjl, tables, trellis
 from tqllama.quant.turbo import TurboQuantMSE, scale_from_code
 
 TURBO = {"turbo2": 2, "turbo3": 3, "turbo4": 4,
@@ -70,3 +71,21 @@ def boundary_rows(bits: int, rng: np.random.Generator) -> np.ndarray:
     rows = rng.uniform(-1, 1, size=(len(amax), 64)).astype(np.float32) * amax[:, None]
     rows[:, 0], rows[:, 40] = amax, -amax
     return rows
+
+
+def trellis_rows(name: str, rng: np.random.Generator) -> np.ndarray:
+    """Rows at the trellis format's edges (docs/FORMAT-TRELLIS.md): blocks that a path
+    reconstructs exactly (zero-error paths: the Viterbi search meets ties at every step),
+    constant rows whose RMS is exactly a scale mantissa times a power of two (step 2's
+    `M[i] >= u` at equality), and rows whose single spike trips the amax floor."""
+    tq = trellis.TrellisQuant(name)
+    raw = rng.integers(0, 256, size=(64, tq.block_bytes), dtype=np.uint8)
+    raw[:, 1] &= 0xFC  # scale codes 128..255 (bits 8 and 9 clear, bit 7 set below)
+    raw[:, 0] |= 0x80
+    exact = tq.dequantize(raw.tobytes(), 64 * 64).reshape(64, 64)
+    mant = tables.scale_mant().astype(np.float32)
+    consts = (mant[None, :] * np.float32(2.0) ** np.arange(-12, 12, 3, dtype=np.float32)[:, None])
+    constant = np.repeat(consts.reshape(-1, 1), 64, axis=1)
+    spikes = rng.standard_normal((32, 64)).astype(np.float32) * np.float32(1e-3)
+    spikes[np.arange(32), rng.integers(0, 64, 32)] = np.float32(50.0)
+    return np.concatenate((exact, constant, spikes)).astype(np.float32)

@@ -42,6 +42,8 @@ TURBO4 = 45
 TURBO2_QJL = 46
 TURBO3_QJL = 47
 TURBO4_QJL = 48
+TURBO2T = 50
+TURBO3T = 51
 
 CACHE_TYPES: dict[str, CacheType] = {
     t.name: t
@@ -61,6 +63,8 @@ CACHE_TYPES: dict[str, CacheType] = {
         CacheType("turbo4_qjl", TURBO4_QJL, 4.5, 64, turbo=True),
         CacheType("turbo3_qjl", TURBO3_QJL, 3.5, 64, turbo=True),
         CacheType("turbo2_qjl", TURBO2_QJL, 2.5, 64, turbo=True),
+        CacheType("turbo3t", TURBO3T, 3.25, 64, turbo=True),
+        CacheType("turbo2t", TURBO2T, 2.25, 64, turbo=True),
     )
 }
 

@@ -1,8 +1,8 @@
-// Checks the turbo CPU kernels against the reference: the quantizer byte for byte, the
-// dot product and the V accumulation against the reference dequantizer; for the _qjl
-// types the quantizer, the query conversion and the two-stage dot product.
+// Checks the turbo and trellis CPU kernels against the reference: the quantizer byte for
+// byte, the dot product and the V accumulation against the reference dequantizer; for the
+// _qjl types the quantizer, the query conversion and the two-stage dot product.
 //
-// The kernel files (ggml-cpu/turbo-cpu.c and ggml-cpu/arch/<arch>/turbo-cpu.c) are compiled
+// The kernel files (ggml-cpu/{turbo,trellis}-cpu.c and ggml-cpu/arch/<arch>/*-cpu.c) are compiled
 // into this program, so one set of sources gives one program per code path: built with AVX2
 // (or for AArch64) it checks the SIMD path, built with -mno-avx2 (or -mgeneral-regs-only)
 // the generic fallback. tests/test_kernels.py builds and runs both against the patched tree
@@ -14,6 +14,7 @@
 #include "simd-mappings.h"
 #include "ggml-turbo-quants.h"
 #include "ggml-cpu/turbo-cpu.h"
+#include "ggml-cpu/trellis-cpu.h"
 
 #include "ggml-cpu.h"
 #include "ggml-quants.h"
@@ -72,7 +73,8 @@ static int check_qjl_dot(enum ggml_type type, int n, const float * q, const char
 int main(void) {
     ggml_cpu_init(); // fills the fp16 -> fp32 table that the x86 kernels read
     const enum ggml_type types[] = { GGML_TYPE_TURBO2, GGML_TYPE_TURBO3, GGML_TYPE_TURBO4,
-                                     GGML_TYPE_TURBO2_QJL, GGML_TYPE_TURBO3_QJL, GGML_TYPE_TURBO4_QJL };
+                                     GGML_TYPE_TURBO2_QJL, GGML_TYPE_TURBO3_QJL, GGML_TYPE_TURBO4_QJL,
+                                     GGML_TYPE_TURBO2T, GGML_TYPE_TURBO3T };
     int passed = 0, failed = 0;
 
     for (size_t it = 0; it < sizeof(types)/sizeof(types[0]); ++it) {
@@ -105,6 +107,8 @@ int main(void) {
                 case GGML_TYPE_TURBO4:     quantize_row_turbo4(x, xc, n); break;
                 case GGML_TYPE_TURBO2_QJL: quantize_row_turbo2_qjl(x, xc, n); break;
                 case GGML_TYPE_TURBO3_QJL: quantize_row_turbo3_qjl(x, xc, n); break;
+                case GGML_TYPE_TURBO2T:    quantize_row_turbo2t(x, xc, n); break;
+                case GGML_TYPE_TURBO3T:    quantize_row_turbo3t(x, xc, n); break;
                 default:                   quantize_row_turbo4_qjl(x, xc, n); break;
             }
             const int quant_ok = memcmp(xq, xc, ggml_row_size(type, n)) == 0;
@@ -134,6 +138,8 @@ int main(void) {
             switch (type) {
                 case GGML_TYPE_TURBO2: ggml_vec_dot_turbo2_q8_0(n, &s, 0, xq, 0, qq, 0, 1); break;
                 case GGML_TYPE_TURBO3: ggml_vec_dot_turbo3_q8_0(n, &s, 0, xq, 0, qq, 0, 1); break;
+                case GGML_TYPE_TURBO2T: ggml_vec_dot_turbo2t_q8_0(n, &s, 0, xq, 0, qq, 0, 1); break;
+                case GGML_TYPE_TURBO3T: ggml_vec_dot_turbo3t_q8_0(n, &s, 0, xq, 0, qq, 0, 1); break;
                 default:               ggml_vec_dot_turbo4_q8_0(n, &s, 0, xq, 0, qq, 0, 1); break;
             }
             const int dot_ok = fabs(s - ref) <= 1e-5*mag + 1e-30;

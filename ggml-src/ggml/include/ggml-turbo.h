@@ -8,7 +8,8 @@
 extern "C" {
 #endif
 
-// true for the turbo cache types, the _qjl ones included
+// true for the turbo cache types, the _qjl and trellis (turbo2t, turbo3t) ones included:
+// every type whose layers the cache rotates
 GGML_API bool ggml_is_turbo(enum ggml_type type);
 
 // the diagonal D_n of the randomized Hadamard rotation R_n = D_n H_n D_n that llama.cpp

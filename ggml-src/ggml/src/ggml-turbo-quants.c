@@ -223,6 +223,8 @@ bool ggml_is_turbo(enum ggml_type type) {
         case GGML_TYPE_TURBO2_QJL:
         case GGML_TYPE_TURBO3_QJL:
         case GGML_TYPE_TURBO4_QJL:
+        case GGML_TYPE_TURBO2T:
+        case GGML_TYPE_TURBO3T:
             return true;
         default:
             return false;

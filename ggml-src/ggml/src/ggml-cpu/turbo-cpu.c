@@ -16,6 +16,7 @@
 #include "quants.h"
 #include "ggml-turbo-quants.h"
 #include "turbo-cpu.h"
+#include "trellis-cpu.h"
 #include "turbo-arch-fallback.h"
 
 #include <assert.h>
@@ -170,6 +171,8 @@ ggml_turbo_vec_mad_t ggml_turbo_get_vec_mad(enum ggml_type type) {
         case GGML_TYPE_TURBO2: return ggml_vec_mad_turbo2;
         case GGML_TYPE_TURBO3: return ggml_vec_mad_turbo3;
         case GGML_TYPE_TURBO4: return ggml_vec_mad_turbo4;
+        case GGML_TYPE_TURBO2T: return ggml_vec_mad_turbo2t;
+        case GGML_TYPE_TURBO3T: return ggml_vec_mad_turbo3t;
         default:               return NULL;
     }
 }

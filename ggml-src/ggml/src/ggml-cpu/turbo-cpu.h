@@ -53,7 +53,7 @@ GGML_TURBO_VEC_MAD_DECL(ggml_vec_mad_turbo2);
 GGML_TURBO_VEC_MAD_DECL(ggml_vec_mad_turbo3);
 GGML_TURBO_VEC_MAD_DECL(ggml_vec_mad_turbo4);
 
-// the fused V accumulator of a turbo type, NULL for any other type
+// the fused V accumulator of a turbo or trellis type, NULL for any other type
 ggml_turbo_vec_mad_t ggml_turbo_get_vec_mad(enum ggml_type type);
 
 // the quantizer's inner loops (a turbo_search of ggml-turbo-quants.h): FORMAT.md step 3, the
