@@ -38,6 +38,14 @@ _SEED = _pairs(
 _LONG = _pairs("q8_0/q8_0", "q4_0/q4_0", "turbo4/turbo4", "turbo4/turbo3")
 
 
+# The trellis-coded types (issue 17) beside what they must beat: rotated q4_0 and the scalar
+# turbo types of the same bits, as K and V and as V under turbo4 keys.
+_TRELLIS = _pairs(
+    "q4_0/q4_0", "turbo3/turbo3", "turbo3t/turbo3t", "turbo4/turbo3", "turbo4/turbo3t",
+    "turbo2/turbo2", "turbo2t/turbo2t",
+)
+
+
 def _union(*groups: tuple[CachePair, ...]) -> tuple[CachePair, ...]:
     return tuple(dict.fromkeys(p for group in groups for p in group))
 
@@ -45,9 +53,10 @@ def _union(*groups: tuple[CachePair, ...]) -> tuple[CachePair, ...]:
 PRESETS: dict[str, tuple[CachePair, ...]] = {
     "default": _DEFAULT,
     "asymmetric": _ASYMMETRIC,
-    "full": _union(_DEFAULT, _ASYMMETRIC, _pairs("iq4_nl/iq4_nl"), _QJL),
+    "full": _union(_DEFAULT, _ASYMMETRIC, _pairs("iq4_nl/iq4_nl"), _QJL, _TRELLIS),
     "seed": _union(_SEED),
     "long": _LONG,
+    "trellis": _TRELLIS,
 }
 
 # What a preset sets besides its pairs; an option given on the command line (or in --config)

@@ -22,7 +22,7 @@
 #endif
 
 // the trellis kernels (trellis-cpu.c): AVX2 only so far
-#if !defined(__AVX2__) || !defined(GGML_TRELLIS_AVX2)
+#if !defined(__AVX2__)
 #define ggml_trellis_viterbi_generic ggml_trellis_viterbi
 #define ggml_vec_dot_turbo2t_q8_0_generic ggml_vec_dot_turbo2t_q8_0
 #define ggml_vec_dot_turbo3t_q8_0_generic ggml_vec_dot_turbo3t_q8_0
