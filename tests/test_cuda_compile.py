@@ -4,8 +4,10 @@ No GPU is needed. nvcc compiles, with ggml-cuda's flags, for sm_90 and sm_86 (to
 ggml-cuda/turbo.cu, and the turbo flash-attention vec instances cut to one head size each
 (turbo2/turbo3 at 64, turbo3/turbo4 at 128, turbo4/turbo2 at 256: every plain turbo type as
 K and as V, every head size; turbo2_qjl/q8_0 at 64 and turbo4_qjl/turbo3 at 128: the _qjl
-keys' projected query); and for compute_90 (to PTX) the upstream files that the CUDA patch
-hooks the turbo types into. What the device code computes is tests/test_cuda_warp.py's
+keys' projected query); for sm_90 ggml-cuda/trellis.cu (the turbo2t/turbo3t quantizer) and
+the trellis vec instances turbo3t/turbo3t at 128 and turbo2t/turbo2t at 64 (each trellis
+type as K and as V); and for compute_90 (to PTX) the upstream files that the CUDA patches
+hook the turbo and trellis types into. What the device code computes is tests/test_cuda_warp.py's
 check (on the CPU); running the kernels is ci/cuda-check.sh's, on an NVIDIA GPU.
 
 Needs nvcc and the cuBLAS headers (every ggml-cuda source includes cublas_v2.h): the CUDA
@@ -43,12 +45,14 @@ CUDA_DIR = Path("ggml/src/ggml-cuda")
 # (head size, instance file): the line of that head size is taken from each generated file
 FA_CUTS = ((64, "turbo2-turbo3"), (128, "turbo3-turbo4"), (256, "turbo4-turbo2"),
            (64, "turbo2_qjl-q8_0"), (128, "turbo4_qjl-turbo3"))
+# the trellis types' (turbo2t, turbo3t): sm_90 only, their own translation unit
+FA_CUTS_TRELLIS = ((128, "turbo3t-turbo3t"), (64, "turbo2t-turbo2t"))
 # The upstream files the turbo types are hooked into: convert, get_rows, cpy, set_rows,
 # the FA dispatch, supports_op.
 HOOKED_SOURCES = ("convert.cu", "getrows.cu", "cpy.cu", "set-rows.cu", "fattn.cu", "ggml-cuda.cu")
 # fattn.cu reads one GGML_CUDA_FA_<K>_<V> per pair, which cmake's GGML_CUDA_FA_QUANTS sets
 FA_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "BF16", "F16", "TURBO2", "TURBO3", "TURBO4",
-            "TURBO2_QJL", "TURBO3_QJL", "TURBO4_QJL")
+            "TURBO2_QJL", "TURBO3_QJL", "TURBO4_QJL", "TURBO2T", "TURBO3T")
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +82,16 @@ def assert_compiles(tree: Path, src: Path, arch: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, f"{src.name} ({arch}):\n{proc.stdout}{proc.stderr}"
 
 
-def fa_cut(tree: Path) -> Path:
-    """One translation unit with one head size of each of FA_CUTS' vec instances."""
+def fa_cut(tree: Path, cuts: tuple[tuple[int, str], ...] = FA_CUTS, name: str = "turbo") -> Path:
+    """One translation unit with one head size of each of `cuts`' vec instances."""
     instances = tree / CUDA_DIR / "template-instances"
     lines = ['#include "../fattn-vec.cuh"\n']
-    for head, pair in FA_CUTS:
+    for head, pair in cuts:
         text = (instances / f"fattn-vec-instance-{pair}.cu").read_text()
         lines += [ln + "\n" for ln in text.splitlines()
                   if re.match(rf"DECL_FATTN_VEC_CASE\(\s*{head},", ln)]
-    assert len(lines) == 1 + len(FA_CUTS), "the generated instances changed form: update this"
-    cut = instances / "fattn-vec-turbo-check.cu"
+    assert len(lines) == 1 + len(cuts), "the generated instances changed form: update this"
+    cut = instances / f"fattn-vec-{name}-check.cu"
     cut.write_text("".join(lines))
     return cut
 
@@ -98,6 +102,14 @@ def test_turbo_sources_compile(tree: Path, arch: str, tmp_path: Path) -> None:
     assert_compiles(tree, fa_cut(tree), arch, tmp_path)
 
 
+def test_trellis_sources_compile(tree: Path, tmp_path: Path) -> None:
+    """The trellis quantizer (a warp per block, its scratch in shared memory) and the
+    trellis vec instances, for sm_90 (the launch bounds and the shared memory are checked
+    by ptxas there)."""
+    assert_compiles(tree, tree / CUDA_DIR / "trellis.cu", ARCHS[0], tmp_path)
+    assert_compiles(tree, fa_cut(tree, FA_CUTS_TRELLIS, "trellis"), ARCHS[0], tmp_path)
+
+
 @pytest.mark.parametrize("name", HOOKED_SOURCES)
 def test_hooked_upstream_sources_compile(tree: Path, name: str, tmp_path: Path) -> None:
     assert_compiles(tree, tree / CUDA_DIR / name, f"compute_{ARCHS[0]}", tmp_path)
@@ -106,8 +118,9 @@ def test_hooked_upstream_sources_compile(tree: Path, name: str, tmp_path: Path) 
 def test_cuda_build_configures(tree: Path, tmp_path: Path) -> None:
     """`tqllama build --backend cuda`'s cmake arguments configure the tree as they are: cuBLAS
     found (from the wheel where the toolkit lacks it), the driver library or, on a machine
-    without a GPU driver (this one), GGML_CUDA_NO_VMM, and the 36 turbo vec instances (21
-    plain pairs, 15 with a _qjl key) and turbo.cu in the build by default."""
+    without a GPU driver (this one), GGML_CUDA_NO_VMM, and the 43 turbo vec instances (21
+    plain pairs, 15 with a _qjl key, 7 with a trellis type) and turbo.cu and trellis.cu in
+    the build by default."""
     args = build_mod.cmake_config_args("cuda", False)
     assert ("-DGGML_CUDA_NO_VMM=ON" in args) == (not build_mod.cuda_driver_found())
     proc = subprocess.run(["cmake", "-S", str(tree), "-B", str(tmp_path / "build"), *args],
@@ -116,9 +129,11 @@ def test_cuda_build_configures(tree: Path, tmp_path: Path) -> None:
     ninja_or_make = "\n".join(p.read_text() for p in (tmp_path / "build").rglob("build.make"))
     ninja_or_make += "\n".join(p.read_text() for p in (tmp_path / "build").glob("build.ninja"))
     instances = set(re.findall(r"fattn-vec-instance-([a-z0-9_]+-[a-z0-9_]+)\.cu", ninja_or_make))
-    assert len({i for i in instances if "turbo" in i}) == 36
+    assert len({i for i in instances if "turbo" in i}) == 43
     assert len({i for i in instances if "qjl" in i}) == 15
+    assert len({i for i in instances if re.search(r"turbo[23]t", i)}) == 7
     assert "ggml-cuda/turbo.cu" in ninja_or_make
+    assert "ggml-cuda/trellis.cu" in ninja_or_make
 
 
 def test_a_cuda_type_error_fails_the_check(tree: Path, tmp_path: Path) -> None:

@@ -1,17 +1,22 @@
-"""The turbo CUDA device code, run on the CPU: no GPU needed.
+"""The turbo and trellis CUDA device code, run on the CPU: no GPU needed.
 
 ggml-cuda/turbo.cuh and turbo-warp.cuh (the quantizer of SET_ROWS and CPY, the _qjl
 dequantizer, the flash-attention vec kernel's K dot product and V dequantization, the
-query's QJL projection) compile as plain C++ against tests/cuda/shim, which runs a warp as
-32 cooperative fibers with the documented semantics of every intrinsic they use
-(tests/cuda/turbo_warp_emu.cpp says how). What they compute is compared with the NumPy
-reference: quantization byte for byte, dequantization value for value, the K dot product
-to float rounding. What this cannot see is the hardware: the launch geometry, memory
-ordering, -use_fast_math's flushing of float32 subnormals; ci/cuda-check.sh on a GPU does.
+query's QJL projection), and ggml-cuda/trellis.cuh and trellis-warp.cuh (the same for
+turbo2t and turbo3t: the Viterbi quantizer with its shared-memory scratch, the window
+decoder) compile as plain C++ against tests/cuda/shim, which runs a warp as 32 cooperative
+fibers with the documented semantics of every intrinsic they use (tests/cuda/
+warp_runtime.h, turbo_warp_emu.cpp and trellis_warp_emu.cpp say how). What they compute is
+compared with the NumPy reference: quantization byte for byte, dequantization value for
+value, the K dot product to float rounding. The trellis quantizer runs with the lanes in
+both orders, so that a shared-memory read without the __syncwarp before it shows. What this
+cannot see is the hardware: the launch geometry, memory ordering, -use_fast_math's flushing
+of float32 subnormals; ci/cuda-check.sh on a GPU does.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,26 +32,36 @@ from tqlab.bitexact import (
     reference,
     stage1_bits,
     tie_rows,
+    trellis_rows,
 )
 from tqllama.quant import qjl, tables
+from tqllama.quant.trellis import TYPES as TRELLIS
+from tqllama.quant.trellis import TrellisQuant
 
 pytestmark = pytest.mark.slow  # the patched tree (for ggml.h), a 10 s compile
 
 HERE = Path(__file__).parent
 PLAIN = [t for t in TURBO if not t.endswith("_qjl")]
-HEADERS = ("turbo.cuh", "turbo-warp.cuh")
+# emulator -> (the ggml/src headers, the ggml-cuda headers) it compiles
+EMULATORS = {
+    "turbo": (("ggml-turbo-common.h", "ggml-turbo-tables.h"), ("turbo.cuh", "turbo-warp.cuh")),
+    "trellis": (("ggml-turbo-common.h", "ggml-turbo-tables.h", "ggml-trellis-common.h",
+                 "ggml-trellis-tables.h"), ("trellis.cuh", "trellis-warp.cuh")),
+}
 
 
-def build_emulator(tree: Path, dest: Path, edit: tuple[str, str, str] | None = None) -> Path:
-    """Compile tests/cuda/turbo_warp_emu.cpp with the tree's turbo headers beside the shim
-    (so that their `#include "common.cuh"` finds it); `edit` = (header, old, new) changes a
-    copy of one header first."""
+def build_emulator(tree: Path, dest: Path, edit: tuple[str, str, str] | None = None,
+                   kind: str = "turbo") -> Path:
+    """Compile tests/cuda/{kind}_warp_emu.cpp with the tree's headers beside the shim (so
+    that their `#include "common.cuh"` finds it); `edit` = (header, old, new) changes a copy
+    of one header first."""
     src = tree / "ggml" / "src"
     cuda = dest / "src" / "ggml-cuda"
     cuda.mkdir(parents=True)
-    for name in ("ggml-turbo-common.h", "ggml-turbo-tables.h"):
+    common, headers = EMULATORS[kind]
+    for name in common:
         shutil.copy(src / name, cuda.parent / name)
-    for name in HEADERS:
+    for name in headers:
         text = (src / "ggml-cuda" / name).read_text()
         if edit is not None and edit[0] == name:
             assert text.count(edit[1]) == 1, f"the edit point moved in {name}: update this test"
@@ -57,11 +72,11 @@ def build_emulator(tree: Path, dest: Path, edit: tuple[str, str, str] | None = N
     gxx = shutil.which("g++")
     if gxx is None:
         pytest.skip("no g++")
-    exe = dest / "turbo_warp_emu"
+    exe = dest / f"{kind}_warp_emu"
     subprocess.run(
         [gxx, "-std=c++17", "-O2", "-ffp-contract=off", "-Wall", "-Werror",
          "-Wno-unknown-pragmas", "-I", str(cuda), "-I", str(tree / "ggml" / "include"),
-         str(HERE / "cuda" / "turbo_warp_emu.cpp"), "-o", str(exe)],
+         str(HERE / "cuda" / f"{kind}_warp_emu.cpp"), "-o", str(exe)],
         check=True, capture_output=True, text=True, timeout=300,
     )
     return exe
@@ -72,9 +87,16 @@ def emulator(patched_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return build_emulator(patched_tree, tmp_path_factory.mktemp("emu"))
 
 
-def run(exe: Path, name: str, mode: str, data: bytes, *args: object) -> bytes:
+@pytest.fixture(scope="module")
+def trellis_emulator(patched_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_emulator(patched_tree, tmp_path_factory.mktemp("emu"), kind="trellis")
+
+
+def run(exe: Path, name: str, mode: str, data: bytes, *args: object,
+        lanes: str = "forward") -> bytes:
+    env = {**os.environ, "TURBO_EMU_LANES": lanes}
     proc = subprocess.run([str(exe), name, mode, *map(str, args)], input=data,
-                          capture_output=True, timeout=600)
+                          capture_output=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     return proc.stdout
 
@@ -199,3 +221,117 @@ def test_a_divergent_shuffle_is_caught(patched_tree: Path, tmp_path: Path) -> No
                           capture_output=True, timeout=60)
     assert proc.returncode == 3
     assert b"diverged" in proc.stderr and b"__shfl_xor_sync" in proc.stderr
+
+
+# ---- the trellis types (turbo2t, turbo3t) ------------------------------------------------
+
+
+def trellis_edge_rows(rng: np.random.Generator) -> np.ndarray:
+    """Blocks at step 0-2's edges besides adversarial_rows': subnormal amax (frexp and ldexp
+    on the bits), one subnormal or one huge value among zeros, halves 2^40 apart, NaN and
+    Inf among subnormals, a spike of each sign."""
+    f32 = np.finfo(np.float32)
+    sub = f32.smallest_subnormal
+    rows = [
+        np.r_[np.zeros(63), sub],
+        np.r_[np.zeros(63), 65504.0],
+        np.r_[np.zeros(32), np.full(32, 1e-40)],
+        np.r_[np.full(32, 65504.0), np.full(32, 1e-40)],
+        np.r_[np.full(32, 1e6), np.full(32, 1e-6)],
+        rng.standard_normal(64) * 1e-39,
+        rng.standard_normal(64) * 1e-44,
+        np.r_[np.nan, np.inf, -np.inf, rng.standard_normal(61) * 1e-41],
+        np.r_[-np.inf, np.zeros(63)],
+        np.r_[rng.standard_normal(31) * 1e-3, -50.0, rng.standard_normal(32) * 1e-3],
+        np.r_[rng.standard_normal(63), 1e30],
+    ]
+    return np.asarray(rows, dtype=np.float32)
+
+
+def trellis_row_sets(name: str) -> list[tuple[str, np.ndarray]]:
+    rng = np.random.default_rng(900 + TRELLIS[name].k)
+    sets = [(f"random {w}", random_rows(rng, 240 // (w // 64), w)) for w in (64, 128, 192, 256)]
+    return [*sets, ("format edges", trellis_rows(name, rng)),
+            ("adversarial", adversarial_rows(rng)), ("edges", trellis_edge_rows(rng))]
+
+
+@pytest.mark.parametrize("lanes", ["forward", "reverse"])
+@pytest.mark.parametrize("name", list(TRELLIS))
+def test_trellis_quantize_matches_reference(trellis_emulator: Path, name: str, lanes: str) -> None:
+    """SET_ROWS / CPY F32 -> turbo2t / turbo3t: the reference's bytes on random rows of
+    widths 64-256, blocks a path reconstructs exactly (ties at every Viterbi step), constant
+    blocks on the mantissa boundaries, spikes over the amax floor, zeros, NaN/Inf and
+    subnormals; the warp's lanes run in either order."""
+    ref = TrellisQuant(name)
+    for label, rows in trellis_row_sets(name):
+        got = run(trellis_emulator, name, "q", rows.tobytes(), lanes=lanes)
+        want = ref.quantize(rows)
+        assert len(got) == len(want)
+        if got != want:
+            pytest.fail(f"{name} {label}: {first_bad_block(got, want, ref.block_bytes)}")
+
+
+def trellis_blocks(name: str, rng: np.random.Generator) -> bytes:
+    """Quantized rows, then random bytes: every bit string is a valid block (every scale
+    code decodes to a finite scale, every state to a table entry)."""
+    ref = TrellisQuant(name)
+    noise = rng.integers(0, 256, size=(1000, ref.block_bytes), dtype=np.uint8)
+    return ref.quantize(random_rows(rng, 300, 64)) + noise.tobytes()
+
+
+@pytest.mark.parametrize("name", list(TRELLIS))
+def test_trellis_dequantize_matches_reference(trellis_emulator: Path, name: str) -> None:
+    """The converters, GET_ROWS and CPY -> F32: dequantize_trellis, value by value, each
+    block alone in a buffer of its size."""
+    data = trellis_blocks(name, np.random.default_rng(1000 + TRELLIS[name].k))
+    ref = TrellisQuant(name)
+    n = len(data) // ref.block_bytes * 64
+    got = np.frombuffer(run(trellis_emulator, name, "d", data), dtype=np.float32)
+    np.testing.assert_array_equal(got, ref.dequantize(data, n))
+
+
+@pytest.mark.parametrize("mode", ["v2", "v4"])
+@pytest.mark.parametrize("name", list(TRELLIS))
+def test_trellis_dequantize_V_matches_reference(trellis_emulator: Path, name: str,
+                                                mode: str) -> None:
+    """The flash-attention vec kernel's V values, 2 or 4 per call (four windows from two or
+    three bytes of the block)."""
+    data = trellis_blocks(name, np.random.default_rng(1100 + TRELLIS[name].k))
+    ref = TrellisQuant(name)
+    n = len(data) // ref.block_bytes * 64
+    got = np.frombuffer(run(trellis_emulator, name, mode, data), dtype=np.float32)
+    np.testing.assert_array_equal(got, ref.dequantize(data, n))
+
+
+@pytest.mark.parametrize("head", [64, 128, 256])
+@pytest.mark.parametrize("name", list(TRELLIS))
+def test_trellis_fa_vec_dot_matches_reference(trellis_emulator: Path, name: str, head: int) -> None:
+    """K . (scale q) of the vec kernel against the q8_1 query: the reference's values times
+    the q8_1 query, to float rounding (a wrong window, sign or scale is off by far more than
+    the 1e-6 allowed)."""
+    ref = TrellisQuant(name)
+    rng = np.random.default_rng(1200 + head + TRELLIS[name].k)
+    for scale in (1.0, 0.125):
+        keys = random_rows(rng, 60, head)
+        query = rng.standard_normal(head).astype(np.float32)
+        kb = ref.quantize(keys)
+        got = np.frombuffer(run(trellis_emulator, name, "dot", query.tobytes() + kb, head, scale),
+                            dtype=np.float32)
+
+        qi, dq = q8_1((np.float32(scale) * query).astype(np.float32))
+        q8 = (qi * dq[:, None]).reshape(-1)
+        terms = ref.dequantize(kb, keys.size).reshape(-1, head).astype(np.float64) * q8
+        want = terms.sum(axis=1)
+        err = np.abs(got - want) / np.abs(terms).sum(axis=1)
+        assert err.max() < 1e-6, f"scale {scale}: relative error {err.max():.2e}"
+
+
+def test_a_missing_syncwarp_fails(patched_tree: Path, tmp_path: Path) -> None:
+    """The shared-memory emulation is real: without the __syncwarp between a Viterbi step's
+    writes of the path errors and the reads of the predecessors, the lanes read stale errors
+    and the bytes change."""
+    old = "            Dt[WARP_SIZE*i + lane] = D[i];\n        }\n        __syncwarp();\n"
+    edit = ("trellis-warp.cuh", old, old.replace("        __syncwarp();\n", ""))
+    exe = build_emulator(patched_tree, tmp_path, edit, kind="trellis")
+    rows = random_rows(np.random.default_rng(12), 20, 64)
+    assert run(exe, "turbo3t", "q", rows.tobytes()) != TrellisQuant("turbo3t").quantize(rows)

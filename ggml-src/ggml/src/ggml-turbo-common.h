@@ -12,7 +12,7 @@
 // qualified with the Metal address space they point into (TURBO_DEVICE: rows and blocks,
 // TURBO_THREAD: a thread's own arrays, TURBO_CONSTANT: the tables; empty elsewhere), bit
 // casts through turbo_as_float/turbo_as_uint, and float arithmetic through TURBO_ADD, _SUB,
-// _MUL and _DIV: one IEEE float32 operation each, rounded to nearest, never fused into a
+// _MUL, _DIV and _SQRT: one IEEE float32 operation each, rounded to nearest, never fused into a
 // multiply-add (C and C++ are compiled with -ffp-contract=off, CUDA uses the _rn intrinsics,
 // Metal asks for safe math without contraction), sums in index order: the same bits on
 // every backend.
@@ -34,6 +34,7 @@ TURBO_FN uint32_t turbo_as_uint(float f)     { return as_type<uint32_t>(f); }
 #define TURBO_SUB(a, b) ((a) - (b))
 #define TURBO_MUL(a, b) ((a) * (b))
 #define TURBO_DIV(a, b) ((a) / (b))
+#define TURBO_SQRT(a)   precise::sqrt(a)
 
 #elif defined(GGML_TURBO_DECL_CUDA)
 #include <cstdint>
@@ -54,6 +55,7 @@ TURBO_FN uint32_t turbo_as_uint(float f)     { return __float_as_uint(f); }
 #define TURBO_SUB(a, b) __fsub_rn(a, b)
 #define TURBO_MUL(a, b) __fmul_rn(a, b)
 #define TURBO_DIV(a, b) __fdiv_rn(a, b)
+#define TURBO_SQRT(a)   __fsqrt_rn(a) // correctly rounded: sqrtf is not under -use_fast_math
 
 #elif defined(GGML_TURBO_DECL_C) || defined(GGML_TURBO_DECL_CPP)
 #include <stdint.h>
@@ -82,6 +84,7 @@ TURBO_FN uint32_t turbo_as_uint(float f) {
 #define TURBO_SUB(a, b) ((a) - (b))
 #define TURBO_MUL(a, b) ((a) * (b))
 #define TURBO_DIV(a, b) ((a) / (b))
+#define TURBO_SQRT(a)   sqrtf(a) // the includer includes <math.h>
 
 #else
 #error "define GGML_TURBO_DECL_C, _CPP, _CUDA or _METAL before including ggml-turbo-common.h"

@@ -1,8 +1,10 @@
-// Stand-in for ggml-cuda/common.cuh when tests/cuda/turbo_warp_emu.cpp compiles the turbo
-// device code (turbo.cuh, turbo-warp.cuh) as plain C++ for the CPU.
+// Stand-in for ggml-cuda/common.cuh when tests/cuda/turbo_warp_emu.cpp and
+// trellis_warp_emu.cpp compile the turbo and trellis device code (turbo.cuh, turbo-warp.cuh,
+// trellis.cuh, trellis-warp.cuh) as plain C++ for the CPU.
 //
-// A warp is 32 cooperative fibers (ucontext) in one OS thread, run lane 0..31 in turn;
-// every warp-wide operation (shuffles, ballot, __syncthreads) is a rendezvous: each lane
+// A warp is 32 cooperative fibers (ucontext) in one OS thread, run lane 0..31 in turn (or
+// 31..0: tests/cuda/warp_runtime.h); every warp-wide operation (shuffles, ballot,
+// __syncthreads, __syncwarp) is a rendezvous: each lane
 // deposits its operand and yields, and when all 32 have arrived the results are computed
 // for every lane at once, then the lanes resume. A lane that reaches a different warp-wide
 // operation than the others, or returns while others wait, is a divergence, which CUDA's
@@ -130,6 +132,9 @@ static inline uint32_t __ballot_sync(unsigned, int pred) {
 }
 static inline void __syncthreads() {
     turbo_emu_collective(TURBO_EMU_SYNC, 0, 0, "__syncthreads");
+}
+static inline void __syncwarp(unsigned = 0xffffffff) {
+    turbo_emu_collective(TURBO_EMU_SYNC, 0, 0, "__syncwarp");
 }
 
 template <int width = WARP_SIZE>
