@@ -13,7 +13,8 @@
 #      case must pass, and none may be reported unsupported (a CPU fallback, not a kernel);
 #   3. runs the KL-divergence sweep on SmolLM2-135M (wikitext-2, against the f16 cache of
 #      the same build) for f16, q8_0, q4_0, turbo4, turbo3, turbo4-K/turbo3-V and
-#      q8_0-K/turbo3-V, with llama-bench at KV depths 0 and 4096;
+#      q8_0-K/turbo3-V, and the trellis turbo3t, turbo4-K/turbo3t-V and turbo2t, with
+#      llama-bench at KV depths 0 and 4096;
 #   4. prints the table (tqllama bench table) and keeps every log under $OUT.
 # Send $OUT/summary.md back: it is what the README's Metal section needs.
 set -euo pipefail
@@ -43,7 +44,7 @@ cases() {
     case "$1" in
         SET_ROWS)       echo 'type_src=f32,type_dst=turbo' ;;
         GET_ROWS)       echo 'type=turbo' ;;
-        CPY)            echo 'type_src=f32,type_dst=turbo|type_src=turbo[0-9],type_dst=f(32|16),' ;;
+        CPY)            echo 'type_src=f32,type_dst=turbo|type_src=turbo[0-9]t?,type_dst=f(32|16),' ;;
         FLASH_ATTN_EXT) echo 'type_K=turbo|type_V=turbo' ;;
     esac
 }
@@ -68,7 +69,8 @@ echo "== 3. KL divergence and speed on SmolLM2-135M"
 "$TQ" bench sweep --backend metal --out "$OUT/sweep" --chunks 32 --depths 0,4096 \
     --cache f16/f16 --cache q8_0/q8_0 --cache q4_0/q4_0 \
     --cache turbo4/turbo4 --cache turbo3/turbo3 \
-    --cache turbo4/turbo3 --cache q8_0/turbo3 2>&1 | tee "$OUT/sweep.txt"
+    --cache turbo4/turbo3 --cache q8_0/turbo3 \
+    --cache turbo3t/turbo3t --cache turbo4/turbo3t --cache turbo2t/turbo2t 2>&1 | tee "$OUT/sweep.txt"
 
 echo "== 4. table"
 {

@@ -2,7 +2,12 @@
 
 1. The quantize/dequantize helpers that the Metal kernels share (ggml-metal/kernels/turbo.h)
    compile as plain C++ (tests/metal/turbo_helpers.cpp) and agree byte for byte with the
-   NumPy reference on the rows of test_bitexact.
+   NumPy reference on the rows of test_bitexact. So do the trellis types' (kernels/trellis.h,
+   tests/metal/trellis_helpers.cpp): the SET_ROWS/CPY quantizer, a Viterbi search by one SIMD
+   group, runs on an emulated SIMD group (tests/metal/simd_group.h: 32 fibers and MSL's
+   threadgroup_barrier) with the lanes in both orders, and the decoders' values are NumPy's;
+   a block is read and written at the end of a page whose next page is inaccessible, so a
+   byte past it is a crash.
 2. Every Metal library that holds turbo kernels (as sources, and as the single file the
    default Mac build embeds), and the host code that dispatches them, type-checks with
    g++ -fsyntax-only against tests/metal/shim/metal_stdlib, a C++ model of the MSL that
@@ -22,11 +27,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tqlab.bitexact import adversarial_rows, boundary_rows, random_rows, tie_rows
+from tqlab.bitexact import adversarial_rows, boundary_rows, random_rows, tie_rows, trellis_rows
 from tqllama.build import check_platform
 from tqllama.cli import cli
 from tqllama.errors import TqError
 from tqllama.paths import ggml_src_dir
+from tqllama.quant.trellis import TYPES as TRELLIS
+from tqllama.quant.trellis import TrellisQuant
 from tqllama.quant.turbo import TurboQuantMSE
 
 HERE = Path(__file__).parent
@@ -104,6 +111,151 @@ def test_dequantize_matches_reference(helpers: Path, bits: int, mode: str) -> No
         np.testing.assert_array_equal(got, ref.dequantize(data, n))
 
 
+# ---- 1b. the trellis helpers: the SIMD-group quantizer and the decoders, bit for bit ------
+
+
+def build_trellis_helpers(kernels: Path, dest: Path) -> Path:
+    """tests/metal/trellis_helpers.cpp against the kernels/ directory `kernels` (trellis.h,
+    turbo.h) and ggml/src of the sources (ggml-trellis-common.h and the other shared
+    headers)."""
+    exe = dest / "trellis_helpers"
+    subprocess.run(
+        [_gxx(), "-std=c++17", "-O2", "-ffp-contract=off", "-Wall", "-Werror",
+         "-I", str(HERE / "metal"), "-I", str(kernels), "-I", str(ggml_src_dir() / "ggml" / "src"),
+         str(HERE / "metal" / "trellis_helpers.cpp"), "-o", str(exe)],
+        check=True, capture_output=True, text=True,
+    )
+    return exe
+
+
+@pytest.fixture(scope="module")
+def trellis_helpers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_trellis_helpers(ggml_src_dir() / "ggml" / "src" / "ggml-metal" / "kernels",
+                                 tmp_path_factory.mktemp("metal-trellis"))
+
+
+def _run_trellis(exe: Path, name: str, mode: str, data: bytes, *extra: str) -> bytes:
+    run = subprocess.run([str(exe), name, mode, *extra], input=data, capture_output=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    return run.stdout
+
+
+def trellis_edge_rows(rng: np.random.Generator) -> np.ndarray:
+    """Blocks at steps 0-2's edges besides adversarial_rows': a subnormal amax (frexp and
+    ldexp on the bits), one subnormal or one huge value among zeros, halves 2^40 apart, NaN
+    and Inf among subnormals, a spike of each sign, constant rows of each sign."""
+    sub = np.finfo(np.float32).smallest_subnormal
+    rows = [
+        np.r_[np.zeros(63), sub],
+        np.r_[np.zeros(63), 65504.0],
+        np.r_[np.zeros(32), np.full(32, 1e-40)],
+        np.r_[np.full(32, 65504.0), np.full(32, 1e-40)],
+        np.r_[np.full(32, 1e6), np.full(32, 1e-6)],
+        rng.standard_normal(64) * 1e-39,
+        rng.standard_normal(64) * 1e-44,
+        np.r_[np.nan, np.inf, -np.inf, rng.standard_normal(61) * 1e-41],
+        np.r_[-np.inf, np.zeros(63)],
+        np.r_[rng.standard_normal(31) * 1e-3, -50.0, rng.standard_normal(32) * 1e-3],
+        np.r_[rng.standard_normal(63), 1e30],
+        np.full(64, 0.75),
+        np.full(64, -3.0),
+    ]
+    return np.asarray(rows, dtype=np.float32)
+
+
+def trellis_row_sets(name: str) -> list[tuple[str, np.ndarray]]:
+    """Random rows of widths 64-256 (their scales over 40 octaves), the format's edges
+    (rows a path reconstructs exactly, constant rows at step 2's equalities, single
+    spikes), adversarial_rows (zeros, NaN/Inf, denormals, ties) and the edges above."""
+    rng = np.random.default_rng(1100 + TRELLIS[name].k)
+    sets = [(f"random {w}", random_rows(rng, 240 // (w // 64), w)) for w in (64, 128, 192, 256)]
+    return [*sets, ("format edges", trellis_rows(name, rng)),
+            ("adversarial", adversarial_rows(rng)), ("edges", trellis_edge_rows(rng))]
+
+
+def _first_bad_block(got: bytes, want: bytes, size: int) -> str:
+    bad = next(i for i in range(0, len(want), size) if got[i:i + size] != want[i:i + size])
+    return f"block {bad // size}: {got[bad:bad + size].hex()} != {want[bad:bad + size].hex()}"
+
+
+@pytest.mark.parametrize("name", list(TRELLIS))
+def test_trellis_quantize_matches_reference(trellis_helpers: Path, name: str) -> None:
+    """SET_ROWS / CPY F32 -> trellis: the reference's bytes on every row set, the lanes of
+    the emulated SIMD group in order; then the random 64-wide rows and the edges with the
+    lanes in reverse order (a threadgroup read before the barrier that orders it differs)."""
+    ref = TrellisQuant(name)
+    sets = trellis_row_sets(name)
+    runs = [(label, rows, ()) for label, rows in sets]
+    runs += [(f"{label}, lanes reversed", rows, ("reverse",)) for label, rows in sets
+             if label in ("random 64", "format edges", "adversarial", "edges")]
+    for label, rows, extra in runs:
+        got = _run_trellis(trellis_helpers, name, "q", rows.tobytes(), *extra)
+        want = ref.quantize(rows)
+        assert len(got) == len(want), label
+        if got != want:
+            pytest.fail(f"{name} {label}: {_first_bad_block(got, want, ref.block_bytes)}")
+
+
+@pytest.mark.parametrize("mode", ["d16", "d4"])
+@pytest.mark.parametrize("name", list(TRELLIS))
+def test_trellis_dequantize_matches_reference(trellis_helpers: Path, name: str, mode: str) -> None:
+    """Both forms the kernels use (16 values per call: get_rows, cpy, flash attention and
+    its f16 conversion; 4: the flash-attention vec kernel), on quantized rows and on random
+    bytes (every scale code and state decodes), each block alone at the end of a page."""
+    ref = TrellisQuant(name)
+    rng = np.random.default_rng(1200 + TRELLIS[name].k)
+    blocks = [ref.quantize(random_rows(rng, 300, 64)), ref.quantize(trellis_rows(name, rng)),
+              rng.integers(0, 256, size=3000 * ref.block_bytes, dtype=np.uint8).tobytes()]
+    for data in blocks:
+        n = len(data) // ref.block_bytes * 64
+        got = np.frombuffer(_run_trellis(trellis_helpers, name, mode, data), dtype=np.float32)
+        np.testing.assert_array_equal(got, ref.dequantize(data, n))
+
+
+def test_trellis_emulation_catches_a_missing_barrier(tmp_path: Path) -> None:
+    """The check has teeth: without the barrier between a Viterbi step's writes of the path
+    errors and the lanes' reads of them, the bytes differ from the reference in one of the
+    two lane orders (a lane reads errors another has not written yet)."""
+    src = ggml_src_dir() / "ggml" / "src" / "ggml-metal" / "kernels"
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    for name in ("turbo.h", "trellis.h"):
+        shutil.copy(src / name, kernels / name)
+    writes = "                Dt[TRELLIS_SIMD*i + lane] = D[i];\n            }\n"
+    barrier = "            threadgroup_barrier(mem_flags::mem_threadgroup);\n"
+    text = (kernels / "trellis.h").read_text()
+    assert text.count(writes + barrier) == 1, "the edit point moved in trellis.h: update this test"
+    (kernels / "trellis.h").write_text(text.replace(writes + barrier, writes))
+    exe = build_trellis_helpers(kernels, tmp_path)
+    rows = random_rows(np.random.default_rng(7), 8, 64)
+    want = TrellisQuant("turbo2t").quantize(rows)
+    outputs = [_run_trellis(exe, "turbo2t", "q", rows.tobytes(), *extra)
+               for extra in ((), ("reverse",))]
+    assert any(got != want for got in outputs)
+
+
+def test_trellis_emulation_catches_a_read_past_the_block(tmp_path: Path) -> None:
+    """The page guard has teeth: a window extraction that always loads the byte after the
+    window's first (turbo2t's last value, in byte 17 alone, would read byte 18) crashes."""
+    src = ggml_src_dir() / "ggml" / "src"
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    for name in ("turbo.h", "trellis.h"):
+        shutil.copy(src / "ggml-metal" / "kernels" / name, kernels / name)
+    guarded = "const int hi = i + 1 < size ? b[i + 1] : 0;"
+    text = (src / "ggml-trellis-common.h").read_text()
+    assert text.count(guarded) == 1, "the edit point moved in ggml-trellis-common.h"
+    # found before ggml/src's: trellis.h includes it from its own directory
+    (kernels / "ggml-trellis-common.h").write_text(
+        text.replace(guarded, "const int hi = b[i + 1]; (void) size;"))
+    exe = build_trellis_helpers(kernels, tmp_path)
+    data = TrellisQuant("turbo2t").quantize(random_rows(np.random.default_rng(8), 1, 64))
+    run = subprocess.run([str(exe), "turbo2t", "d4"], input=data, capture_output=True,
+                         timeout=60)
+    assert run.returncode != 0
+
+
 # ---- 2. the Metal sources through the shim ---------------------------------------------
 
 
@@ -113,7 +265,9 @@ def ggml_tree(patched_tree: Path) -> Path:
     return patched_tree / "ggml" / "src"
 
 
-TURBO_LIBRARIES = ("quantize", "fa_aux", "fa_turbo", "fa_vec_turbo")
+TURBO_LIBRARIES = ("quantize", "fa_aux", "fa_turbo", "fa_vec_turbo", "fa_trellis", "fa_vec_trellis")
+# the libraries that also include kernels/trellis.h (the trellis types' kernels)
+TRELLIS_LIBRARIES = ("quantize", "fa_aux", "fa_trellis", "fa_vec_trellis")
 
 
 def turbo_libraries(kernels: Path) -> list[Path]:
@@ -156,17 +310,19 @@ def syntax_check(ggml_src: Path, source: Path, kernels: Path | None = None) -> s
     return "" if run.returncode == 0 else run.stderr
 
 
-@pytest.mark.slow  # about 10 s: four libraries, 126 flash-attention instantiations
+@pytest.mark.slow  # about 10 s: six libraries, 270 flash-attention instantiations
 def test_turbo_metal_libraries_type_check(ggml_tree: Path, tmp_path: Path) -> None:
     kernels = kernels_for_gxx(ggml_tree / "ggml-metal" / "kernels", tmp_path / "kernels")
     libs = turbo_libraries(kernels)
     assert {p.stem for p in libs} == set(TURBO_LIBRARIES)
+    with_trellis = {p.stem for p in libs if '#include "trellis.h"' in p.read_text()}
+    assert with_trellis == set(TRELLIS_LIBRARIES)
     for lib in libs:
         errors = syntax_check(ggml_tree, lib, kernels)
         assert not errors, f"{lib.name}:\n{errors[-4000:]}"
 
 
-@pytest.mark.slow  # about 20 s: a cmake configure and four embedded libraries
+@pytest.mark.slow  # about 20 s: a cmake configure and six embedded libraries
 def test_embedded_metal_sources_type_check(ggml_tree: Path, tmp_path: Path) -> None:
     """The default Mac build embeds each library as one source, assembled by the CMake
     steps of ggml-metal/CMakeLists.txt (cat and sed: nothing Apple-specific), and compiles
@@ -200,6 +356,12 @@ def test_embedded_metal_sources_type_check(ggml_tree: Path, tmp_path: Path) -> N
         # C++ default
         metal_macro = text.index("TURBO_TABLE_BEGIN(type, name, size) static const constant")
         assert metal_macro < text.index("TURBO_TABLE_BEGIN(float, turbo_scale_mant"), kind
+        if kind in TRELLIS_LIBRARIES:  # the trellis header, its shared rule and its tables
+            assert metal_macro < text.index("TURBO_TABLE_BEGIN(int8_t, trellis_table_turbo3t"), kind
+            assert "trellis_quantize_block_simd" in text and "TRELLIS_SCALE_BIAS" in text, kind
+        # no tqllama header left to resolve (the Mac compiles this text with no include
+        # path; upstream's own `#include "ggml-common.h"` stays, in an #else not compiled)
+        assert not re.search(r'#\s*include\s*"(ggml-)?(turbo|trellis)', text), kind
         for pattern, repl in _MSL_ONLY:
             text = pattern.sub(repl, text)
         source = embedded / f"{kind}.metal"
@@ -250,6 +412,25 @@ BROKEN = {
                       "turbo3, block_turbo4, 4, dequantize_turbo3\n", "fa_turbo.metal",
                       r"fa_turbo\.metal:\d+:\d+: error: template-id .kernel_flash_attn_ext<.*"
                       r"block_turbo4, 4, dequantize_turbo3.* does not match"),
+    # the trellis quantizer handed the block where its bytes belong (SET_ROWS kernel)
+    "trellis kernel": ("quantize.metal",
+                       "(src_row + QK_TRELLIS*ind, (device uint8_t *) (dst_row + ind), &sm",
+                       "(src_row + QK_TRELLIS*ind, dst_row + ind, &sm", "quantize.metal",
+                       r"quantize\.metal:\d+:\d+: error: cannot convert .block_turbo[23]t\*. "
+                       r"to .uint8_t\*."),
+    # a turbo2t block handed to the turbo3t dequantizer in a vec flash-attention instantiation
+    "trellis instantiation": ("fa_vec_trellis.metal",
+                              "turbo3t, block_turbo3t, 16, dequantize_turbo3t_t4\n",
+                              "turbo3t, block_turbo2t, 16, dequantize_turbo3t_t4\n",
+                              "fa_vec_trellis.metal",
+                              r"fa_vec_trellis\.metal:\d+:\d+: error: template-id "
+                              r".kernel_flash_attn_ext_vec<.*block_turbo2t, 16, "
+                              r"dequantize_turbo3t_t4.* does not match"),
+    # the trellis decoder of the flash-attention kernels looking up the block, not its state
+    "trellis helper": ("trellis.h", "y[i] = TURBO_MUL(d, (float) tt::code(s));",
+                       "y[i] = TURBO_MUL(d, (float) tt::code(b));", "fa_trellis.metal",
+                       r"trellis\.h:\d+:\d+: error: invalid conversion from .const "
+                       r"block_turbo[23]t\*. to .int."),
 }
 
 

@@ -15,13 +15,22 @@ static inline bool ggml_metal_tqllama_type(enum ggml_type type) {
     return type >= GGML_TYPE_TURBO2 && type < GGML_TYPE_COUNT;
 }
 
-// the turbo types with Metal kernels: not (yet) the two-stage _qjl keys, which
-// ggml_is_turbo includes
-static inline bool ggml_metal_turbo_type(enum ggml_type type) {
-    return type == GGML_TYPE_TURBO2 || type == GGML_TYPE_TURBO3 || type == GGML_TYPE_TURBO4;
+// the trellis-coded turbo types (kernels/trellis.h): their SET_ROWS and CPY F32 -> trellis
+// kernels run a SIMD group per block, a threadgroup of 32 (ggml-metal-ops.cpp dispatches them)
+static inline bool ggml_metal_trellis_type(enum ggml_type type) {
+    return type == GGML_TYPE_TURBO2T || type == GGML_TYPE_TURBO3T;
 }
 
-// K or V types that kernels/fa_turbo.metal and kernels/fa_vec_turbo.metal pair with turbo
+// the turbo types with Metal kernels (SET_ROWS, GET_ROWS, CPY to and from F32, the f16
+// conversion and the flash-attention kernels): turbo2/3/4 and the trellis types; not (yet)
+// the two-stage _qjl keys, which ggml_is_turbo includes
+static inline bool ggml_metal_turbo_type(enum ggml_type type) {
+    return type == GGML_TYPE_TURBO2 || type == GGML_TYPE_TURBO3 || type == GGML_TYPE_TURBO4 ||
+           ggml_metal_trellis_type(type);
+}
+
+// K or V types that kernels/fa_turbo.metal and kernels/fa_vec_turbo.metal pair with turbo,
+// and kernels/fa_trellis.metal and kernels/fa_vec_trellis.metal with the trellis types
 static inline bool ggml_metal_turbo_fa_partner(enum ggml_type type) {
     return type == GGML_TYPE_F16 || type == GGML_TYPE_Q8_0 || ggml_metal_turbo_type(type);
 }
