@@ -13,6 +13,7 @@ from tqlab.bitexact import (
     reference,
     stage1_bits,
     tie_rows,
+    trellis_edge_rows,
     trellis_rows,
 )
 from tqlab.ggmllib import GgmlBase, GgmlCpu
@@ -87,10 +88,11 @@ def test_trellis_random_rows_byte_exact(ggml: GgmlBase, name: str, width: int) -
 def test_trellis_cpu_quantizer_byte_exact(ggml: GgmlBase, ggml_cpu: GgmlCpu, name: str) -> None:
     """The CPU backend's from_float (its SIMD Viterbi where the machine has one) writes the
     reference's bytes on edge rows: zero-error paths full of ties, scale boundaries, spikes,
-    NaN, infinities and denormals."""
+    NaN, infinities, denormals and a subnormal amax."""
     rng = np.random.default_rng(71)
     ref = TrellisQuant(name)
-    for rows in (trellis_rows(name, rng), adversarial_rows(rng), random_rows(rng, 200, 128)):
+    for rows in (trellis_rows(name, rng), trellis_edge_rows(rng), adversarial_rows(rng),
+                 random_rows(rng, 200, 128)):
         want = ref.quantize(rows)
         got = ggml.quantize(name, rows)
         assert got == want, "reference " + _first_bad_block(got, want, ref.block_bytes)

@@ -32,6 +32,7 @@ from tqlab.bitexact import (
     reference,
     stage1_bits,
     tie_rows,
+    trellis_edge_rows,
     trellis_rows,
 )
 from tqllama.quant import qjl, tables
@@ -224,28 +225,6 @@ def test_a_divergent_shuffle_is_caught(patched_tree: Path, tmp_path: Path) -> No
 
 
 # ---- the trellis types (turbo2t, turbo3t) ------------------------------------------------
-
-
-def trellis_edge_rows(rng: np.random.Generator) -> np.ndarray:
-    """Blocks at step 0-2's edges besides adversarial_rows': subnormal amax (frexp and ldexp
-    on the bits), one subnormal or one huge value among zeros, halves 2^40 apart, NaN and
-    Inf among subnormals, a spike of each sign."""
-    f32 = np.finfo(np.float32)
-    sub = f32.smallest_subnormal
-    rows = [
-        np.r_[np.zeros(63), sub],
-        np.r_[np.zeros(63), 65504.0],
-        np.r_[np.zeros(32), np.full(32, 1e-40)],
-        np.r_[np.full(32, 65504.0), np.full(32, 1e-40)],
-        np.r_[np.full(32, 1e6), np.full(32, 1e-6)],
-        rng.standard_normal(64) * 1e-39,
-        rng.standard_normal(64) * 1e-44,
-        np.r_[np.nan, np.inf, -np.inf, rng.standard_normal(61) * 1e-41],
-        np.r_[-np.inf, np.zeros(63)],
-        np.r_[rng.standard_normal(31) * 1e-3, -50.0, rng.standard_normal(32) * 1e-3],
-        np.r_[rng.standard_normal(63), 1e30],
-    ]
-    return np.asarray(rows, dtype=np.float32)
 
 
 def trellis_row_sets(name: str) -> list[tuple[str, np.ndarray]]:

@@ -27,7 +27,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tqlab.bitexact import adversarial_rows, boundary_rows, random_rows, tie_rows, trellis_rows
+from tqlab.bitexact import (
+    adversarial_rows,
+    boundary_rows,
+    random_rows,
+    tie_rows,
+    trellis_edge_rows,
+    trellis_rows,
+)
 from tqllama.build import check_platform
 from tqllama.cli import cli
 from tqllama.errors import TqError
@@ -139,29 +146,6 @@ def _run_trellis(exe: Path, name: str, mode: str, data: bytes, *extra: str) -> b
                          timeout=600)
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     return run.stdout
-
-
-def trellis_edge_rows(rng: np.random.Generator) -> np.ndarray:
-    """Blocks at steps 0-2's edges besides adversarial_rows': a subnormal amax (frexp and
-    ldexp on the bits), one subnormal or one huge value among zeros, halves 2^40 apart, NaN
-    and Inf among subnormals, a spike of each sign, constant rows of each sign."""
-    sub = np.finfo(np.float32).smallest_subnormal
-    rows = [
-        np.r_[np.zeros(63), sub],
-        np.r_[np.zeros(63), 65504.0],
-        np.r_[np.zeros(32), np.full(32, 1e-40)],
-        np.r_[np.full(32, 65504.0), np.full(32, 1e-40)],
-        np.r_[np.full(32, 1e6), np.full(32, 1e-6)],
-        rng.standard_normal(64) * 1e-39,
-        rng.standard_normal(64) * 1e-44,
-        np.r_[np.nan, np.inf, -np.inf, rng.standard_normal(61) * 1e-41],
-        np.r_[-np.inf, np.zeros(63)],
-        np.r_[rng.standard_normal(31) * 1e-3, -50.0, rng.standard_normal(32) * 1e-3],
-        np.r_[rng.standard_normal(63), 1e30],
-        np.full(64, 0.75),
-        np.full(64, -3.0),
-    ]
-    return np.asarray(rows, dtype=np.float32)
 
 
 def trellis_row_sets(name: str) -> list[tuple[str, np.ndarray]]:

@@ -33,6 +33,10 @@ def test_verify_json() -> None:
     assert rows["turbo3"]["ip_bias"] < -rows["turbo3"]["ip_std"] / 2
     assert abs(rows["turbo4_qjl"]["ip_bias"]) < 0.2 * rows["turbo4_qjl"]["ip_std"]
     assert abs(rows["polar4_d64"]["mse"] - 0.00913) < 0.0005
+    # the trellis types at turbo3's and turbo2's bits, under issue 17's bars
+    assert rows["turbo3t"]["bits_per_value"] == rows["turbo3"]["bits_per_value"] == 3.25
+    assert rows["turbo3t"]["mse"] <= rows["turbo3t"]["bar"] < rows["turbo3"]["mse"]
+    assert rows["turbo2t"]["mse"] <= rows["turbo2t"]["bar"] < rows["turbo2"]["mse"]
 
 
 def test_verify_table_and_bad_rows() -> None:

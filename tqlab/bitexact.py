@@ -89,3 +89,26 @@ def trellis_rows(name: str, rng: np.random.Generator) -> np.ndarray:
     spikes = rng.standard_normal((32, 64)).astype(np.float32) * np.float32(1e-3)
     spikes[np.arange(32), rng.integers(0, 64, 32)] = np.float32(50.0)
     return np.concatenate((exact, constant, spikes)).astype(np.float32)
+
+
+def trellis_edge_rows(rng: np.random.Generator) -> np.ndarray:
+    """Blocks at steps 0-2's edges besides adversarial_rows': a subnormal amax (frexp and
+    ldexp on the bits), one subnormal or one huge value among zeros, halves 2^40 apart, NaN
+    and Inf among subnormals, a spike of each sign, constant rows of each sign."""
+    sub = np.finfo(np.float32).smallest_subnormal
+    rows = [
+        np.r_[np.zeros(63), sub],
+        np.r_[np.zeros(63), 65504.0],
+        np.r_[np.zeros(32), np.full(32, 1e-40)],
+        np.r_[np.full(32, 65504.0), np.full(32, 1e-40)],
+        np.r_[np.full(32, 1e6), np.full(32, 1e-6)],
+        rng.standard_normal(64) * 1e-39,
+        rng.standard_normal(64) * 1e-44,
+        np.r_[np.nan, np.inf, -np.inf, rng.standard_normal(61) * 1e-41],
+        np.r_[-np.inf, np.zeros(63)],
+        np.r_[rng.standard_normal(31) * 1e-3, -50.0, rng.standard_normal(32) * 1e-3],
+        np.r_[rng.standard_normal(63), 1e30],
+        np.full(64, 0.75),
+        np.full(64, -3.0),
+    ]
+    return np.asarray(rows, dtype=np.float32)

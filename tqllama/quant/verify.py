@@ -20,10 +20,12 @@ from tqllama.quant import baselines
 from tqllama.quant.codebook import beta_lloyd_max, relative_mse, training_blocks
 from tqllama.quant.polar import PolarQuant
 from tqllama.quant.qjl import TurboQuant
+from tqllama.quant.trellis import TrellisQuant
 from tqllama.quant.turbo import TurboQuantMSE
 
 PAPER_POLAR_MSE = {1: 0.36, 2: 0.117, 3: 0.03, 4: 0.009}  # arXiv 2504.19874, Theorem 1
-BARS = {"turbo4": 0.0062, "turbo3": 0.0265, "turbo2": 0.108}
+BARS = {"turbo4": 0.0062, "turbo3": 0.0265, "turbo2": 0.108,
+        "turbo3t": 0.0195, "turbo2t": 0.080}  # the trellis types': issue 17's
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ def quantizers() -> list[Quantizer]:
         out.append(
             Quantizer(f"turbo{bits}", q.bits_per_value, q.roundtrip, {"bar": BARS[f"turbo{bits}"]})
         )
+    for name in ("turbo3t", "turbo2t"):
+        qt = TrellisQuant(name)
+        out.append(Quantizer(name, qt.bits_per_value, qt.roundtrip, {"bar": BARS[name]}))
     for bits in (4, 3, 2):
         qj = TurboQuant(bits)
         out.append(Quantizer(f"turbo{bits}_qjl", qj.bits_per_value, _bytes_roundtrip(qj), {}))

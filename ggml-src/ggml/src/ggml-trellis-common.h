@@ -55,24 +55,6 @@ TURBO_FN int trellis_state(TURBO_DEVICE const uint8_t * b, int size, int k, int 
     return ((lo | hi << 8) >> (p & 7)) & ((1 << L) - 1);
 }
 
-// frexp of a positive finite v, on its bits (C's, CUDA's and MSL's frexpf differ, and
-// -use_fast_math flushes a subnormal): v = m * 2^e, m in [0.5, 1), subnormals normalized
-TURBO_FN float trellis_frexp(float v, TURBO_THREAD int * e) {
-    const uint32_t bits = turbo_as_uint(v);
-    uint32_t mant = bits & 0x7fffffu;
-    int ex = (int) (bits >> 23) - 126; // v = (1.mant / 2) * 2^ex
-    if ((bits >> 23) == 0) {
-        ex = -125;
-        while ((mant & 0x800000u) == 0) {
-            mant <<= 1;
-            --ex;
-        }
-        mant &= 0x7fffffu;
-    }
-    *e = ex;
-    return turbo_as_float(mant | 126u << 23);
-}
-
 // ldexpf(x, n) for n in -126..253: multiplications by powers of two built from their bits,
 // the first exact (n > 127 scales a value below 2^-127 up), the last rounded once
 TURBO_FN float trellis_ldexp(float x, int n) {
@@ -92,7 +74,7 @@ TURBO_FN int trellis_k_ref_ss(float am, int ea, float ss) {
     const float floor = TURBO_MUL(am, TRELLIS_AMAX_FLOOR);
     r = r > floor ? r : floor;
     int er;
-    const float u = TURBO_MUL(trellis_frexp(r, &er), 2.0f);
+    const float u = TURBO_MUL(turbo_frexp(r, &er), 2.0f);
     int i = 0;
     while (i < 16 && turbo_scale_mant[i] < u) {
         ++i;
@@ -104,7 +86,7 @@ TURBO_FN int trellis_k_ref_ss(float am, int ea, float ss) {
 // Steps 0-2 for a block of 64: xs <- the sanitized values, returns the reference scale code
 // (the smallest whose d is at least max(RMS, amax * 5/16) / 2^UNIT_LOG2), or 0 for a zero
 // block. The RMS is taken of the block scaled by 2^-e_a (amax -> [0.5, 1)): exact, and
-// nothing under- or overflows (trellis_frexp normalizes a subnormal amax).
+// nothing under- or overflows (turbo_frexp normalizes a subnormal amax).
 TURBO_FN int trellis_k_ref(TURBO_DEVICE const float * x, TURBO_THREAD float * xs) {
     TURBO_EXACT_MATH
     float amax = 0.0f;
@@ -118,7 +100,7 @@ TURBO_FN int trellis_k_ref(TURBO_DEVICE const float * x, TURBO_THREAD float * xs
         return 0;
     }
     int ea;
-    const float am = trellis_frexp(amax, &ea);
+    const float am = turbo_frexp(amax, &ea);
     float ss = 0.0f;
     for (int i = 0; i < QK_TRELLIS; ++i) {
         const float y = trellis_ldexp(xs[i], -ea);

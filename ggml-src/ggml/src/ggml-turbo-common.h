@@ -206,26 +206,33 @@ TURBO_FN float turbo_sanitize(float v) {
     return v > TURBO_XMAX ? TURBO_XMAX : v < -TURBO_XMAX ? -TURBO_XMAX : v;
 }
 
-// step 2: the smallest code whose scale maps amax (> 0) inside the codebook. frexp is read
-// from the bits of t (C's, CUDA's and MSL's frexp differ; subnormals are normalized).
+// frexp of a positive finite v, on its bits (C's, CUDA's and MSL's frexpf differ, and
+// -use_fast_math flushes a subnormal): v = m * 2^e, m in [0.5, 1), subnormals normalized
+TURBO_FN float turbo_frexp(float v, TURBO_THREAD int * e) {
+    const uint32_t bits = turbo_as_uint(v);
+    uint32_t mant = bits & 0x7fffffu;
+    int ex = (int) (bits >> 23) - 126; // v = (1.mant / 2) * 2^ex
+    if ((bits >> 23) == 0) {
+        ex = -125;
+        while ((mant & 0x800000u) == 0) {
+            mant <<= 1;
+            --ex;
+        }
+        mant &= 0x7fffffu;
+    }
+    *e = ex;
+    return turbo_as_float(mant | 126u << 23);
+}
+
+// step 2: the smallest code whose scale maps amax (> 0) inside the codebook
 TURBO_FN int turbo_k_ref(float amax, float cbmax) {
     TURBO_EXACT_MATH
     const float t = TURBO_DIV(amax, cbmax);
     if (t == 0.0f) {
         return 1; // a subnormal amax that underflowed: the smallest scale
     }
-    const uint32_t bits = turbo_as_uint(t);
-    uint32_t mant = bits & 0x7fffffu;
-    int e = (int) (bits >> 23) - 126; // t = (1.mant / 2) * 2^e
-    if ((bits >> 23) == 0) {
-        e = -125;
-        while ((mant & 0x800000u) == 0) {
-            mant <<= 1;
-            --e;
-        }
-        mant &= 0x7fffffu;
-    }
-    const float u = turbo_as_float(mant | 127u << 23); // 2*m, in [1, 2)
+    int e;
+    const float u = TURBO_MUL(turbo_frexp(t, &e), 2.0f); // 2*m, in [1, 2): exact
     int i = 0;
     while (i < 16 && turbo_scale_mant[i] < u) {
         ++i;

@@ -168,7 +168,7 @@ static __device__ void trellis_cuda_quantize_block_warp(const float * __restrict
 
     // step 2: every lane sums the squares in index order
     int ea;
-    const float am = trellis_frexp(amax, &ea);
+    const float am = turbo_frexp(amax, &ea);
     float ss = 0.0f;
 #pragma unroll 8
     for (int i = 0; i < QK_TRELLIS; ++i) {
