@@ -17,6 +17,7 @@ from tqlab.bitexact import (
     trellis_rows,
 )
 from tqlab.ggmllib import GgmlBase, GgmlCpu
+from tqllama.quant import baselines
 from tqllama.quant.trellis import TYPES as TRELLIS
 from tqllama.quant.trellis import TrellisQuant
 
@@ -110,20 +111,8 @@ def test_trellis_cpu_dot_reads_the_reference_values(ggml_cpu: GgmlCpu, name: str
     ref = TrellisQuant(name)
     data = ref.quantize(rows)
     values = ref.dequantize(data, rows.size).reshape(rows.shape).astype(np.float64)
-    q8 = reference_q8_0(queries)
+    q8 = baselines.q8_0(queries).astype(np.float64)
     want = (values * q8).sum(axis=1)
     got = ggml_cpu.dot(name, data, queries)
     mag = np.abs(values * q8).sum(axis=1)
     assert np.all(np.abs(got - want) <= 1e-5 * mag)
-
-
-def reference_q8_0(x: np.ndarray) -> np.ndarray:
-    """q8_0's rounding of x (ggml's quantize_row_q8_0_ref), as float64 values."""
-    b = x.astype(np.float32).reshape(-1, 32)
-    amax = np.abs(b).max(axis=1, keepdims=True)
-    d = amax / np.float32(127)
-    inv = np.where(d == 0, np.float32(0), np.float32(1) / np.where(d == 0, 1, d))
-    y = (b * inv).astype(np.float64)
-    q = np.sign(y) * np.floor(np.abs(y) + 0.5)  # roundf: halves away from zero
-    dh = d.astype(np.float16).astype(np.float64)
-    return (q * dh).reshape(x.shape)
