@@ -1,11 +1,11 @@
 // tqllama: CPU kernels of the trellis-coded turbo types: the generic code and the trait glue.
 //
 // Split as turbo-cpu.c is: the scalar versions (*_generic) here, the SIMD ones in
-// arch/x86/trellis-cpu.c (AVX2), turbo-arch-fallback.h naming the generic ones where none is
-// compiled. The kernels: the Viterbi search of the quantizer (from_float; its cost is the
-// trellis's price, 64 x 2^L branch metrics per candidate scale), K dot products against a
-// q8_0 query, and flash attention's V accumulation, both decoding each value's state from
-// the block's bit string.
+// arch/x86/trellis-cpu.c (AVX2) and arch/arm/trellis-cpu.c (NEON, AArch64),
+// turbo-arch-fallback.h naming the generic ones where none is compiled. The kernels: the
+// Viterbi search of the quantizer (from_float; its cost is the trellis's price, 64 x 2^L
+// branch metrics per candidate scale), K dot products against a q8_0 query, and flash
+// attention's V accumulation, both decoding each value's state from the block's bit string.
 
 #define GGML_COMMON_DECL_C
 #include "ggml-common.h"

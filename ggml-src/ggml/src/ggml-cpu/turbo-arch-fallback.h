@@ -21,8 +21,9 @@
 #define ggml_vec_mad_turbo4_generic ggml_vec_mad_turbo4
 #endif
 
-// the trellis kernels (trellis-cpu.c): AVX2 only so far
-#if !defined(__AVX2__)
+// the trellis kernels (trellis-cpu.c): arch/x86/trellis-cpu.c with AVX2 and
+// arch/arm/trellis-cpu.c with NEON on AArch64, as for the turbo kernels
+#if !(defined(__AVX2__) || (defined(__ARM_NEON) && defined(__aarch64__)))
 #define ggml_trellis_viterbi_generic ggml_trellis_viterbi
 #define ggml_vec_dot_turbo2t_q8_0_generic ggml_vec_dot_turbo2t_q8_0
 #define ggml_vec_dot_turbo3t_q8_0_generic ggml_vec_dot_turbo3t_q8_0
