@@ -215,8 +215,8 @@ def _cublas_cmake_args() -> list[str]:
 
 def glue_sha256(glue: Glue) -> str:
     digest = hashlib.sha256()
-    _hash_files(digest, "ggml-src", glue.ggml_src)
-    _hash_files(digest, "patches", glue.patches)
+    hash_files(digest, "ggml-src", glue.ggml_src)
+    hash_files(digest, "patches", glue.patches)
     return digest.hexdigest()
 
 
@@ -225,7 +225,7 @@ def source_id(src: Path | None) -> str:
     if src is None:
         return f"sdist:{source.PIN.sha256}"
     digest = hashlib.sha256()
-    _hash_files(digest, "src", src)
+    hash_files(digest, "src", src)
     return f"tree:{digest.hexdigest()}"
 
 
@@ -500,7 +500,8 @@ def _version(exe: str) -> str:
     return lines[-1] if Path(exe).name == "nvcc" else lines[0]
 
 
-def _hash_files(digest: hashlib._Hash, label: str, root: Path) -> None:
+def hash_files(digest: hashlib._Hash, label: str, root: Path) -> None:
+    """Feed every file of the tree `root` (path under `label`, size, bytes) into `digest`."""
     for rel in source.tree_files(root):
         data = (root / rel).read_bytes()
         digest.update(f"{label}/{rel}\0{len(data)}\0".encode())

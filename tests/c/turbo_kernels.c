@@ -6,7 +6,8 @@
 // into this program, so one set of sources gives one program per code path: built with AVX2
 // (or for AArch64) it checks the SIMD path, built with -mno-avx2 (or -mgeneral-regs-only)
 // the generic fallback. tests/test_kernels.py builds and runs both against the patched tree
-// and libggml-base; scripts/check_neon.sh the AArch64 ones under qemu.
+// and libggml-base; tests/test_neon.py the AArch64 ones (with and without the dot product),
+// cross-built with zig and emulated (tqlab/aarch64.py).
 #define GGML_COMMON_DECL_C
 #include "ggml-common.h"
 
