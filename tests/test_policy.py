@@ -89,6 +89,9 @@ def test_relative_mse_orders_the_types() -> None:
     assert relative_mse("f16") == 0.0
     assert relative_mse("q8_0") < relative_mse("turbo4") < relative_mse("q4_0")
     assert relative_mse("turbo4") < relative_mse("turbo3") < relative_mse("turbo2")
+    # the trellis types sit between their scalar twins and the next bit
+    assert relative_mse("turbo4") < relative_mse("turbo3t") < relative_mse("turbo3")
+    assert relative_mse("turbo3") < relative_mse("turbo2t") < relative_mse("turbo2")
     assert 0.0055 < relative_mse("turbo4") < 0.0065  # docs/REFERENCE.md: 0.00593
 
 
