@@ -145,17 +145,9 @@ void dequantize_row_##name(const block_##name * GGML_RESTRICT x, float * GGML_RE
     for (int64_t ib = 0; ib < k/QK_TRELLIS; ++ib) {                                               \
         trellis_dequantize_block((const uint8_t *) (x + ib), y + ib*QK_TRELLIS, tt);              \
     }                                                                                             \
-}                                                                                                 \
-                                                                                                  \
-size_t quantize_##name(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows,  \
-                       int64_t n_per_row, const float * imatrix) {                                \
-    GGML_UNUSED(imatrix);                                                                         \
-    const size_t row_size = ggml_row_size(GGML_TYPE_##NAME, n_per_row);                           \
-    for (int64_t r = 0; r < nrows; ++r) {                                                         \
-        quantize_row_##name##_ref(src + r*n_per_row, (block_##name *) ((char *) dst + r*row_size), n_per_row); \
-    }                                                                                             \
-    return nrows*row_size;                                                                        \
 }
 
 TRELLIS_ROWS(turbo2t, TURBO2T)
 TRELLIS_ROWS(turbo3t, TURBO3T)
+TURBO_QUANTIZE_CHUNK(turbo2t, TURBO2T)
+TURBO_QUANTIZE_CHUNK(turbo3t, TURBO3T)

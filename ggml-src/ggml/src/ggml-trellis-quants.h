@@ -4,17 +4,7 @@
 // contract is docs/FORMAT-TRELLIS.md of tqllama; tqllama/quant/trellis.py is its oracle.
 #pragma once
 
-#include "ggml.h"
-
-#ifdef __cplusplus
-#ifndef GGML_TURBO_DECL_CPP
-#define GGML_TURBO_DECL_CPP
-#endif
-#else
-#ifndef GGML_TURBO_DECL_C
-#define GGML_TURBO_DECL_C
-#endif
-#endif
+#include "ggml-turbo-quants.h" // the language section, and TURBO_QUANTIZE_CHUNK
 #include "ggml-trellis-common.h"
 
 #include <stddef.h>

@@ -196,18 +196,6 @@ bool turbo_qjl_validate_row(enum ggml_type type, const void * data, size_t nbloc
     return true;
 }
 
-// ggml_quantize_chunk entry points: rows are independent, the imatrix is not used
-#define TURBO_QUANTIZE_CHUNK(name, block)                                                         \
-size_t quantize_##name(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, \
-                       int64_t n_per_row, const float * imatrix) {                               \
-    GGML_UNUSED(imatrix);                                                                        \
-    const size_t row_size = ggml_row_size(GGML_TYPE_##block, n_per_row);                         \
-    for (int64_t r = 0; r < nrows; ++r) {                                                        \
-        quantize_row_##name##_ref(src + r*n_per_row, (void *) ((char *) dst + r*row_size), n_per_row); \
-    }                                                                                            \
-    return nrows*row_size;                                                                       \
-}
-
 TURBO_QUANTIZE_CHUNK(turbo2, TURBO2)
 TURBO_QUANTIZE_CHUNK(turbo3, TURBO3)
 TURBO_QUANTIZE_CHUNK(turbo4, TURBO4)

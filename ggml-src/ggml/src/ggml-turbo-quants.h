@@ -21,6 +21,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// defines the ggml_quantize_chunk entry point quantize_<name> of a type whose reference is
+// quantize_row_<name>_ref (the turbo and the trellis types): rows are independent, the imatrix
+// is not used
+#define TURBO_QUANTIZE_CHUNK(name, block)                                                         \
+size_t quantize_##name(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, \
+                       int64_t n_per_row, const float * imatrix) {                               \
+    GGML_UNUSED(imatrix);                                                                        \
+    const size_t row_size = ggml_row_size(GGML_TYPE_##block, n_per_row);                         \
+    for (int64_t r = 0; r < nrows; ++r) {                                                        \
+        quantize_row_##name##_ref(src + r*n_per_row, (void *) ((char *) dst + r*row_size), n_per_row); \
+    }                                                                                            \
+    return nrows*row_size;                                                                       \
+}
+
 // a codebook and its scale search window (FORMAT.md "Codebooks" and step 3): initialized
 // with TURBO_CODEBOOK(bits), whose order its fields follow
 typedef struct turbo_codebook {
