@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tqlab.tools import kernel_sources
 from tqllama.build import backend_dir
 
 pytestmark = pytest.mark.slow
@@ -44,10 +45,8 @@ def test_kernels_match_reference(built_tools, tmp_path: Path, variant: str) -> N
     subprocess.run(
         [cc, "-O2", "-std=gnu11", "-ffp-contract=off", *flags, "-I", str(src / "src"),
          "-I", str(src / "src" / "ggml-cpu"), "-I", str(src / "include"),
-         str(HERE / "c" / "turbo_kernels.c"), str(src / "src" / "ggml-cpu" / "turbo-cpu.c"),
-         str(src / "src" / "ggml-cpu" / "arch" / "x86" / "turbo-cpu.c"),
-         str(src / "src" / "ggml-cpu" / "trellis-cpu.c"),
-         str(src / "src" / "ggml-cpu" / "arch" / "x86" / "trellis-cpu.c"),
+         str(HERE / "c" / "turbo_kernels.c"),
+         *(str(p) for p in kernel_sources(backend_dir("cpu") / "src", "x86")),
          "-L", str(lib_dir), "-lggml-cpu", "-lggml-base", "-lm", f"-Wl,-rpath,{lib_dir}",
          "-o", str(exe)],
         check=True, capture_output=True, text=True,

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqlab.tools import kernel_sources
 from tqllama import paths, proc
 from tqllama.build import hash_files
 from tqllama.errors import TqError
@@ -189,14 +190,6 @@ def build_ggml(tree: Path) -> dict[str, Path]:
     return libs
 
 
-def kernel_sources(tree: Path) -> list[Path]:
-    """The CPU backend's turbo and trellis kernel files: the generic code and every NEON
-    file that the tree has (arch/arm/trellis-cpu.c may or may not be there)."""
-    cpu = tree / "ggml" / "src" / "ggml-cpu"
-    return [cpu / "turbo-cpu.c", cpu / "trellis-cpu.c",
-            *sorted((cpu / "arch" / "arm").glob("*-cpu.c"))]
-
-
 def build_program(tree: Path, source: Path, target: Target, out_dir: Path) -> Path:
     """`source` (a C file) and the kernel files compiled for `target`, linked statically
     with the aarch64 libggml-cpu.a and libggml-base.a: the executable's path.
@@ -213,7 +206,7 @@ def build_program(tree: Path, source: Path, target: Target, out_dir: Path) -> Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     tools = toolchain()
     objects = []
-    for src in [source, *kernel_sources(tree)]:
+    for src in [source, *kernel_sources(tree, "arm")]:
         obj = out_dir / f"{src.parent.name}-{src.stem}.o"
         # -ffp-contract=off as the build gives these files: the quantizer is bit-exact with
         # the reference only without fused multiply-adds

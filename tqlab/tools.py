@@ -1,8 +1,10 @@
-"""Running the built llama.cpp tools from tests: output captured, llama-perplexity parsed."""
+"""Running the built llama.cpp tools from tests: output captured, llama-perplexity parsed;
+the kernel files the C kernel test is compiled with."""
 
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from tqllama.bench.logtext import ParseError
 from tqllama.bench.parse_perplexity import PerplexityResult, parse_perplexity
@@ -25,3 +27,12 @@ def perplexity(binary: str, *args: str, env: dict[str, str] | None = None,
             # lines (ggml-org/llama.cpp#22142); the same run again gives the same numbers
             continue
     raise AssertionError(f"three runs of {binary} lost the end of their output")
+
+
+def kernel_sources(tree: Path, arch: str) -> list[Path]:
+    """The CPU backend's turbo and trellis kernel files in the patched llama.cpp `tree`: the
+    generic code and every SIMD file of `arch` ("x86", "arm") that the tree has, which the
+    kernel test (tests/c/turbo_kernels.c) is compiled with."""
+    cpu = tree / "ggml" / "src" / "ggml-cpu"
+    return [cpu / "turbo-cpu.c", cpu / "trellis-cpu.c",
+            *sorted((cpu / "arch" / arch).glob("*-cpu.c"))]
