@@ -95,6 +95,14 @@ def test_relative_mse_orders_the_types() -> None:
     assert 0.0055 < relative_mse("turbo4") < 0.0065  # docs/REFERENCE.md: 0.00593
 
 
+def test_relative_mse_of_a_type_without_reference_names_the_choices() -> None:
+    with pytest.raises(TqError) as err:
+        relative_mse("turbo4_qjl")
+    msg = str(err.value)
+    assert "tune cannot predict turbo4_qjl's error" in msg
+    assert "turbo3t" in msg and "q5_0" in msg and "iq4_nl_kv" not in msg
+
+
 def _sens(n: int) -> list[Sensitivity]:
     """Layer 0's K is 50x as sensitive as the rest; V a tenth of K."""
     return [Sensitivity(il, 0.05 if il == 0 else 0.001, 0.0001) for il in range(n)]

@@ -103,23 +103,18 @@ class Choice:
 def relative_mse(name: str) -> float:
     """Mean squared error per value of `name` on rotated Gaussian rows of 64 (unit
     variance): the reference quantizers of tqllama.quant; f16 counts as exact."""
-    from tqllama.quant import baselines, trellis
     from tqllama.quant.codebook import training_blocks
-    from tqllama.quant.turbo import TurboQuantMSE
+    from tqllama.quant.reference import names, reference
 
     if name in ("f16", "bf16", "f32"):
         return 0.0
+    ref = reference(name)
+    if ref is None:
+        known = [t for t in names() if t in CACHE_TYPES]
+        raise TqError(f"tune cannot predict {name}'s error: choose --types from f16, "
+                      f"{', '.join(known)}")
     rows = training_blocks(4096, seed=7, log_std=False)
-    if name in ("turbo2", "turbo3", "turbo4"):
-        out = TurboQuantMSE(int(name[-1])).roundtrip(rows)
-    elif name in trellis.TYPES:
-        out = trellis.TrellisQuant(name).roundtrip(rows)
-    elif name in baselines.BASELINES:
-        out = baselines.BASELINES[name][0](rows).reshape(rows.shape)
-    else:
-        raise TqError(f"tune cannot predict {name}'s error: choose --types from f16, q8_0, "
-                      "q5_1, q5_0, q4_0, iq4_nl, turbo4, turbo3t, turbo3, turbo2t, turbo2")
-    return float(np.mean((out.astype(np.float64) - rows) ** 2))
+    return float(np.mean((ref.roundtrip(rows).astype(np.float64) - rows) ** 2))
 
 
 def budget_bits(shape: ModelShape, memory_bytes: int, ctx: int) -> float:

@@ -16,12 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tqllama.quant import baselines
 from tqllama.quant.codebook import beta_lloyd_max, relative_mse, training_blocks
 from tqllama.quant.polar import PolarQuant
 from tqllama.quant.qjl import TurboQuant
-from tqllama.quant.trellis import TrellisQuant
-from tqllama.quant.turbo import TurboQuantMSE
+from tqllama.quant.reference import names, reference
 
 PAPER_POLAR_MSE = {1: 0.36, 2: 0.117, 3: 0.03, 4: 0.009}  # arXiv 2504.19874, Theorem 1
 BARS = {"turbo4": 0.0062, "turbo3": 0.0265, "turbo2": 0.108,
@@ -42,19 +40,14 @@ def _bytes_roundtrip(q: TurboQuant) -> Callable[[np.ndarray], np.ndarray]:
 
 def quantizers() -> list[Quantizer]:
     out = []
-    for bits in (4, 3, 2):
-        q = TurboQuantMSE(bits)
-        out.append(
-            Quantizer(f"turbo{bits}", q.bits_per_value, q.roundtrip, {"bar": BARS[f"turbo{bits}"]})
-        )
-    for name in ("turbo3t", "turbo2t"):
-        qt = TrellisQuant(name)
-        out.append(Quantizer(name, qt.bits_per_value, qt.roundtrip, {"bar": BARS[name]}))
+    for name in names():
+        ref = reference(name)
+        assert ref is not None
+        notes = {"bar": BARS[name]} if name in BARS else {}
+        out.append(Quantizer(name, ref.bits_per_value, ref.roundtrip, notes))
     for bits in (4, 3, 2):
         qj = TurboQuant(bits)
         out.append(Quantizer(f"turbo{bits}_qjl", qj.bits_per_value, _bytes_roundtrip(qj), {}))
-    for name, (fn, bpv) in baselines.BASELINES.items():
-        out.append(Quantizer(name, bpv, fn, {}))
     for d in (64, 128):
         for bits in (1, 2, 3, 4):
             p = PolarQuant(bits, d)
