@@ -135,7 +135,7 @@ def run(cmd: Sequence[str], log: Path, *, append: bool = False, what: str | None
                     if on_tick is not None:
                         on_tick(time.monotonic() - start)
         except BaseException:
-            _stop(child)
+            stop(child)
             raise
         lines.read(final=True)
     if code != 0:
@@ -204,10 +204,11 @@ def _read(log: Path, offset: int) -> str:
         return fh.read().decode("utf-8", errors="replace")
 
 
-def _stop(child: subprocess.Popen[bytes]) -> None:
+def stop(child: subprocess.Popen[bytes], grace: float = 10) -> None:
+    """Terminate `child`, and kill it if it has not exited after `grace` seconds."""
     child.terminate()
     try:
-        child.wait(timeout=10)
+        child.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tqllama.errors import TqError
+from tqllama.proc import stop
 
 
 def free_port() -> int:
@@ -59,12 +60,7 @@ def serve(cmd: list[str], log: Path, health_url: str, timeout: float = 300,
             time.sleep(0.5)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, grace=30)
 
 
 @contextmanager
