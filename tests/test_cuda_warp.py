@@ -6,12 +6,12 @@ query's QJL projection), and ggml-cuda/trellis.cuh and trellis-warp.cuh (the sam
 turbo2t and turbo3t: the Viterbi quantizer with its shared-memory scratch, the window
 decoder) compile as plain C++ against tests/cuda/shim, which runs a warp as 32 cooperative
 fibers with the documented semantics of every intrinsic they use (tests/cuda/
-warp_runtime.h, turbo_warp_emu.cpp and trellis_warp_emu.cpp say how). What they compute is
-compared with the NumPy reference: quantization byte for byte, dequantization value for
-value, the K dot product to float rounding. The trellis quantizer runs with the lanes in
-both orders, so that a shared-memory read without the __syncwarp before it shows. What this
-cannot see is the hardware: the launch geometry, memory ordering, -use_fast_math's flushing
-of float32 subnormals; ci/cuda-check.sh on a GPU does.
+warp_runtime.h, warp_emu.h, turbo_warp_emu.cpp and trellis_warp_emu.cpp say how). What they
+compute is compared with the NumPy reference: quantization byte for byte, dequantization
+value for value, the K dot product to float rounding. The trellis quantizer runs with the
+lanes in both orders, so that a shared-memory read without the __syncwarp before it shows.
+What this cannot see is the hardware: the launch geometry, memory ordering,
+-use_fast_math's flushing of float32 subnormals; ci/cuda-check.sh on a GPU does.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ PLAIN = [t for t in TURBO if not t.endswith("_qjl")]
 EMULATORS = {
     "turbo": (("ggml-turbo-common.h", "ggml-turbo-tables.h"), ("turbo.cuh", "turbo-warp.cuh")),
     "trellis": (("ggml-turbo-common.h", "ggml-turbo-tables.h", "ggml-trellis-common.h",
-                 "ggml-trellis-tables.h"), ("trellis.cuh", "trellis-warp.cuh")),
+                 "ggml-trellis-tables.h"), ("turbo.cuh", "trellis.cuh", "trellis-warp.cuh")),
 }
 
 

@@ -11,18 +11,18 @@
 //     table lookup, four consecutive values as packed int8 for dp4a,
 //   - dequantize_trellis<type>: the dequantize_kernel_t of convert.cu / getrows.cu / cpy.cu,
 //   - the flash-attention vec kernel's K dot product (against the q8_1 query, as the turbo
-//     types take it) and V dequantization,
+//     types take it) and V dequantization, which stores its values with turbo.cuh's
+//     turbo_cuda_store_V,
 //   - the quantizer of SET_ROWS and CPY F32 -> trellis, a warp per block, in
-//     trellis-warp.cuh / trellis.cu.
+//     trellis-warp.cuh / trellis.cu (the row kernels: turbo-rows.cuh).
 #pragma once
 
 #include "common.cuh"
 #include "convert.cuh"
+#include "turbo.cuh"
 
 #define GGML_TURBO_DECL_CUDA
 #include "../ggml-trellis-common.h"
-
-#include <type_traits>
 
 static_assert(QK_TRELLIS == 2*WARP_SIZE, "trellis kernels assume blocks of 64 = two values per lane");
 static_assert(QK_TRELLIS == 2*QK8_1, "trellis K dot products assume two q8_1 blocks per block");
@@ -175,23 +175,7 @@ static __device__ __forceinline__ void dequantize_V_trellis(const void * __restr
     for (int l = 0; l < ne; ++l) {
         vals[l] = __fmul_rn(d, (float) (int8_t) (q >> (8*(o + l))));
     }
-
-#ifdef FP16_AVAILABLE
-    if constexpr (std::is_same_v<T, half>) {
-#pragma unroll
-        for (int l0 = 0; l0 < ne; l0 += 2) {
-            ((half2 *) dst)[l0/2] = __floats2half2_rn(vals[l0 + 0], vals[l0 + 1]);
-        }
-    } else
-#endif // FP16_AVAILABLE
-    if constexpr (std::is_same_v<T, float>) {
-#pragma unroll
-        for (int l = 0; l < ne; ++l) {
-            ((float *) dst)[l] = vals[l];
-        }
-    } else {
-        static_assert(std::is_same_v<T, void>, "bad type");
-    }
+    turbo_cuda_store_V<T, ne>(dst, vals);
 }
 
 // The K/V pairs with a vec kernel instance (template-instances/fattn-vec-instance-*.cu, in

@@ -13,8 +13,10 @@
 //   - dequantize_turbo<type>: the dequantize_kernel_t of convert.cu / getrows.cu / cpy.cu
 //     (plain types; a _qjl value needs its whole block, so those have warp kernels),
 //   - the flash-attention vec kernel's K dot product (with the query's projection for the
-//     _qjl keys, computed once per query) and V dequantization,
-//   - the quantizer and the _qjl dequantizer, a warp per block, in turbo-warp.cuh / turbo.cu.
+//     _qjl keys, computed once per query) and V dequantization, whose store of the values
+//     the trellis types (trellis.cuh) use too,
+//   - the quantizer and the _qjl dequantizer, a warp per block, in turbo-warp.cuh / turbo.cu
+//     (the row kernels: turbo-rows.cuh).
 #pragma once
 
 #include "common.cuh"
@@ -229,6 +231,29 @@ static __device__ __forceinline__ void turbo_cuda_qjl_project(float & v0, float 
 // flash attention, vec kernel (fattn-vec.cuh): K dot q8_1 Q, V to half/float
 // ------------------------------------------------------------------------------------------
 
+// The ne V values a dequantize_V_* has computed in float (a V scale can be below half's
+// range), stored at dst as T: half (in half2 pairs) or float. Shared by the turbo and the
+// trellis V dequantizers.
+template <typename T, int ne>
+static __device__ __forceinline__ void turbo_cuda_store_V(void * __restrict__ dst, const float (&vals)[ne]) {
+#ifdef FP16_AVAILABLE
+    if constexpr (std::is_same_v<T, half>) {
+#pragma unroll
+        for (int l0 = 0; l0 < ne; l0 += 2) {
+            ((half2 *) dst)[l0/2] = __floats2half2_rn(vals[l0 + 0], vals[l0 + 1]);
+        }
+    } else
+#endif // FP16_AVAILABLE
+    if constexpr (std::is_same_v<T, float>) {
+#pragma unroll
+        for (int l = 0; l < ne; ++l) {
+            ((float *) dst)[l] = vals[l];
+        }
+    } else {
+        static_assert(std::is_same_v<T, void>, "bad type");
+    }
+}
+
 // The vec kernel's Q_reg, unused by quantized K, holds a _qjl key's projected query:
 // D/nthreads_KQ values per thread, the four values of each of its words as two pairs.
 #ifdef V_DOT2_F32_F16_AVAILABLE
@@ -351,23 +376,7 @@ static __device__ __forceinline__ void dequantize_V_turbo(const void * __restric
     for (int l = 0; l < ne; ++l) {
         vals[l] = d * (float) (int8_t) (q >> (8*(o + l)));
     }
-
-#ifdef FP16_AVAILABLE
-    if constexpr (std::is_same_v<T, half>) {
-#pragma unroll
-        for (int l0 = 0; l0 < ne; l0 += 2) {
-            ((half2 *) dst)[l0/2] = __floats2half2_rn(vals[l0 + 0], vals[l0 + 1]);
-        }
-    } else
-#endif // FP16_AVAILABLE
-    if constexpr (std::is_same_v<T, float>) {
-#pragma unroll
-        for (int l = 0; l < ne; ++l) {
-            ((float *) dst)[l] = vals[l];
-        }
-    } else {
-        static_assert(std::is_same_v<T, void>, "bad type");
-    }
+    turbo_cuda_store_V<T, ne>(dst, vals);
 }
 
 // The K/V pairs with a vec kernel instance (template-instances/fattn-vec-instance-*.cu,
