@@ -4,16 +4,16 @@ The measure is per-layer KL divergence. For every layer, once for its K cache an
 its V cache, llama-perplexity runs with a policy that puts only that cache in the probe type
 (turbo4) and every other cache in q8_0, against the all-q8_0 cache's logits of the same
 text: what that one cache costs the model's output beyond q8_0. The reference is q8_0, not
-f16, because a quantized cache takes other flash-attention paths than an f16 one (the query
-quantized to q8_0 for the K dot products, V accumulated in f32 instead of f16): switching a
-single f16 layer to any quantized type, q8_0 included, moves SmolLM2's output by about
-0.003 KLD, as much as turbo4's own error there, and would drown the ranking of a model whose
-layers differ little. With every cache quantized the paths are the same and q8_0's own
-error is a hundredth of turbo4's. One part of the floor stays: a cache with any turbo layer
-rotates all its quantized layers with D H D, one without with H, so each probe also
-re-rounds the q8_0 layers (about q8_0's own KLD, the same for every K probe and for every
-V probe: the ranking within K and within V is unchanged). Dropping the signs
-(TQLLAMA_TURBO_SIGNS=0) removes it but measures a turbo4 that no policy runs, and its
+f16, because against f16 any rounding coarser than f16's pays a floor: one layer of
+SmolLM2 in bf16 moves its output by 0.003 KLD, all thirty by 0.004, q8_0 everywhere by
+0.004 (not the flash-attention path: f16 keys with f32 values take the quantized types'
+path and match f16 exactly; docs/BENCHMARKS.md, "What q8_0's loss is made of"). Against
+f16 every probe would pay that floor and drown the ranking of a model whose layers differ
+little; against q8_0 every cache has paid it already. One part of the floor stays: a cache
+with any turbo layer rotates all its quantized layers with D H D, one without with H, so
+each probe also re-rounds the q8_0 layers (about q8_0's own KLD, the same for every K
+probe and for every V probe: the ranking within K and within V is unchanged). Dropping the
+signs (TQLLAMA_TURBO_SIGNS=0) removes it but measures a turbo4 that no policy runs, and its
 policies did worse on SmolLM2 (docs/BENCHMARKS.md). One chunk of 512 tokens ranks the layers
 as a long run does (docs/BENCHMARKS.md, "Per-layer cache policies"). Other types are
 predicted from the probe's KLD by their quantization error: a cache's KLD grows in
