@@ -5,11 +5,12 @@ dequantizer, the flash-attention vec kernel's K dot product and V dequantization
 query's QJL projection), and ggml-cuda/trellis.cuh and trellis-warp.cuh (the same for
 turbo2t and turbo3t: the Viterbi quantizer with its shared-memory scratch, the window
 decoder) compile as plain C++ against tests/cuda/shim, which runs a warp as 32 cooperative
-fibers with the documented semantics of every intrinsic they use (tests/cuda/
-warp_runtime.h, warp_emu.h, turbo_warp_emu.cpp and trellis_warp_emu.cpp say how). What they
-compute is compared with the NumPy reference: quantization byte for byte, dequantization
-value for value, the K dot product to float rounding. The trellis quantizer runs with the
-lanes in both orders, so that a shared-memory read without the __syncwarp before it shows.
+fibers with the documented semantics of every intrinsic they use (tests/emu/lane_fibers.h,
+tests/cuda/warp_runtime.h, warp_emu.h, turbo_warp_emu.cpp and trellis_warp_emu.cpp say
+how). What they compute is compared with the NumPy reference: quantization byte for byte,
+dequantization value for value, the K dot product to float rounding. The trellis quantizer
+runs with the lanes in both orders, so that a shared-memory read without the __syncwarp
+before it shows.
 What this cannot see is the hardware: the launch geometry, memory ordering,
 -use_fast_math's flushing of float32 subnormals; ci/cuda-check.sh on a GPU does.
 """
@@ -54,8 +55,8 @@ EMULATORS = {
 def build_emulator(tree: Path, dest: Path, edit: tuple[str, str, str] | None = None,
                    kind: str = "turbo") -> Path:
     """Compile tests/cuda/{kind}_warp_emu.cpp with the tree's headers beside the shim (so
-    that their `#include "common.cuh"` finds it); `edit` = (header, old, new) changes a copy
-    of one header first."""
+    that their `#include "common.cuh"` finds it) and tests/emu (the lanes' fibers); `edit` =
+    (header, old, new) changes a copy of one header first."""
     src = tree / "ggml" / "src"
     cuda = dest / "src" / "ggml-cuda"
     cuda.mkdir(parents=True)
@@ -76,7 +77,8 @@ def build_emulator(tree: Path, dest: Path, edit: tuple[str, str, str] | None = N
     exe = dest / f"{kind}_warp_emu"
     subprocess.run(
         [gxx, "-std=c++17", "-O2", "-ffp-contract=off", "-Wall", "-Werror",
-         "-Wno-unknown-pragmas", "-I", str(cuda), "-I", str(tree / "ggml" / "include"),
+         "-Wno-unknown-pragmas", "-I", str(cuda), "-I", str(HERE / "emu"),
+         "-I", str(tree / "ggml" / "include"),
          str(HERE / "cuda" / f"{kind}_warp_emu.cpp"), "-o", str(exe)],
         check=True, capture_output=True, text=True, timeout=300,
     )

@@ -4,10 +4,10 @@
    compile as plain C++ (tests/metal/turbo_helpers.cpp) and agree byte for byte with the
    NumPy reference on the rows of test_bitexact. So do the trellis types' (kernels/trellis.h,
    tests/metal/trellis_helpers.cpp): the SET_ROWS/CPY quantizer, a Viterbi search by one SIMD
-   group, runs on an emulated SIMD group (tests/metal/simd_group.h: 32 fibers and MSL's
-   threadgroup_barrier) with the lanes in both orders, and the decoders' values are NumPy's;
-   a block is read and written at the end of a page whose next page is inaccessible, so a
-   byte past it is a crash.
+   group, runs on an emulated SIMD group (tests/metal/simd_group.h: MSL's threadgroup_barrier
+   on the 32 fibers of tests/emu/lane_fibers.h) with the lanes in both orders, and the
+   decoders' values are NumPy's; a block is read and written at the end of a page whose next
+   page is inaccessible, so a byte past it is a crash.
 2. Every Metal library that holds turbo kernels (as sources, and as the single file the
    default Mac build embeds), and the host code that dispatches them, type-checks with
    g++ -fsyntax-only against tests/metal/shim/metal_stdlib, a C++ model of the MSL that
@@ -122,13 +122,14 @@ def test_dequantize_matches_reference(helpers: Path, bits: int, mode: str) -> No
 
 
 def build_trellis_helpers(kernels: Path, dest: Path) -> Path:
-    """tests/metal/trellis_helpers.cpp against the kernels/ directory `kernels` (trellis.h,
-    turbo.h) and ggml/src of the sources (ggml-trellis-common.h and the other shared
-    headers)."""
+    """tests/metal/trellis_helpers.cpp (with tests/emu, the lanes' fibers) against the
+    kernels/ directory `kernels` (trellis.h, turbo.h) and ggml/src of the sources
+    (ggml-trellis-common.h and the other shared headers)."""
     exe = dest / "trellis_helpers"
     subprocess.run(
         [_gxx(), "-std=c++17", "-O2", "-ffp-contract=off", "-Wall", "-Werror",
-         "-I", str(HERE / "metal"), "-I", str(kernels), "-I", str(ggml_src_dir() / "ggml" / "src"),
+         "-I", str(HERE / "metal"), "-I", str(HERE / "emu"), "-I", str(kernels),
+         "-I", str(ggml_src_dir() / "ggml" / "src"),
          str(HERE / "metal" / "trellis_helpers.cpp"), "-o", str(exe)],
         check=True, capture_output=True, text=True,
     )

@@ -15,6 +15,7 @@
 //   type fresh_kld shifted_kld diff_se
 //
 // usage: context_shift MODEL TEXT TYPE...   (tests/test_context_shift.py builds and runs it)
+#include "decode_tokens.h"
 #include "llama.h"
 
 #include <math.h>
@@ -31,22 +32,6 @@ static void quiet(enum ggml_log_level level, const char * text, void * user_data
 static void die(const char * what) {
     fprintf(stderr, "context_shift: %s\n", what);
     exit(1);
-}
-
-static void decode(struct llama_context * ctx, const llama_token * tokens, int n, llama_pos pos0, int logits) {
-    struct llama_batch batch = llama_batch_init(n, 0, 1);
-    for (int i = 0; i < n; ++i) {
-        batch.token[i]     = tokens[i];
-        batch.pos[i]       = pos0 + i;
-        batch.n_seq_id[i]  = 1;
-        batch.seq_id[i][0] = 0;
-        batch.logits[i]    = (int8_t) logits;
-    }
-    batch.n_tokens = n;
-    if (llama_decode(ctx, batch) != 0) {
-        die("llama_decode failed");
-    }
-    llama_batch_free(batch);
 }
 
 // log-probabilities of the N_EVAL tokens after the kept context of window t
@@ -66,20 +51,21 @@ static void run(struct llama_model * model, enum ggml_type type, int shifted, co
         die("cannot create the context");
     }
     if (shifted) {
-        decode(ctx, t, N_FIRST, 0, 0);
+        decode_tokens("context_shift", ctx, t, N_FIRST, 0, DECODE_LOGITS_NONE);
         llama_memory_t mem = llama_get_memory(ctx);
         if (!llama_memory_seq_rm(mem, 0, N_KEEP, N_KEEP + N_DISCARD)) {
             die("llama_memory_seq_rm failed");
         }
         llama_memory_seq_add(mem, 0, N_KEEP + N_DISCARD, -1, -N_DISCARD);
     } else {
-        decode(ctx, t, N_FIRST, 0, 0);
+        decode_tokens("context_shift", ctx, t, N_FIRST, 0, DECODE_LOGITS_NONE);
         if (!llama_memory_seq_rm(llama_get_memory(ctx), 0, N_KEEP, -1)) {
             die("llama_memory_seq_rm failed");
         }
-        decode(ctx, t + N_KEEP + N_DISCARD, N_FIRST - N_KEEP - N_DISCARD, N_KEEP, 0);
+        decode_tokens("context_shift", ctx, t + N_KEEP + N_DISCARD, N_FIRST - N_KEEP - N_DISCARD, N_KEEP,
+                      DECODE_LOGITS_NONE);
     }
-    decode(ctx, t + N_FIRST, N_EVAL, N_FIRST - N_DISCARD, 1);
+    decode_tokens("context_shift", ctx, t + N_FIRST, N_EVAL, N_FIRST - N_DISCARD, DECODE_LOGITS_ALL);
     for (int i = 0; i < N_EVAL; ++i) {
         const float * z = llama_get_logits_ith(ctx, i);
         double mx = -INFINITY, sum = 0.0;

@@ -1,5 +1,6 @@
-// What the flash-attention checks (fa_key_centre.c, fa_sink.c) share: run a graph of two
-// attentions on the CPU backend and print and judge their largest difference.
+// What the flash-attention checks (fa_key_centre.c, fa_sink.c) share: their inputs' random
+// values, the context for their tensors, and running a graph of two attentions on the CPU
+// backend and printing and judging their largest difference.
 
 #pragma once
 
@@ -10,6 +11,19 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+// the next value in [-1, 1) of a small LCG: the same inputs on every platform
+static float fa_uniform(unsigned * state) {
+    *state = *state * 1664525u + 1013904223u;
+    return (float) (*state >> 8) / (float) (1u << 24) * 2.0f - 1.0f;
+}
+
+// a context for up to 64 tensors and the graph fa_compare builds; without their data, which
+// fa_compare allocates on the backend
+static struct ggml_context * fa_context(void) {
+    struct ggml_init_params ip = { 64*ggml_tensor_overhead() + ggml_graph_overhead(), NULL, true };
+    return ggml_init(ip);
+}
 
 struct fa_input {
     struct ggml_tensor * tensor;

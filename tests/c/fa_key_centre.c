@@ -12,11 +12,6 @@
 
 enum { DK = 64, N_HEAD = 6, N_HEAD_KV = 2, N_Q = 5 };
 
-static float uniform(unsigned * state) {
-    *state = *state * 1664525u + 1013904223u;
-    return (float) (*state >> 8) / (float) (1u << 24) * 2.0f - 1.0f;
-}
-
 int main(int argc, char ** argv) {
     if (argc != 4 && !(argc == 5 && strcmp(argv[4], "--no-term") == 0)) {
         fprintf(stderr, "usage: fa_key_centre NEOX N_ROT N_KV [--no-term]\n");
@@ -35,9 +30,9 @@ int main(int argc, char ** argv) {
     float * tab = malloc(sizeof(float)*n_kv*n_rot);
     ggml_fp16_t * mask = malloc(sizeof(ggml_fp16_t)*n_kv*n_mask);
 
-    for (int i = 0; i < DK*N_Q*N_HEAD; ++i)      q[i] = uniform(&seed);
-    for (int i = 0; i < DK*n_kv*N_HEAD_KV; ++i)  v[i] = uniform(&seed);
-    for (int i = 0; i < DK*N_HEAD_KV; ++i)       m[i] = 4.0f*uniform(&seed); // a mean larger than the spread
+    for (int i = 0; i < DK*N_Q*N_HEAD; ++i)      q[i] = fa_uniform(&seed);
+    for (int i = 0; i < DK*n_kv*N_HEAD_KV; ++i)  v[i] = fa_uniform(&seed);
+    for (int i = 0; i < DK*N_HEAD_KV; ++i)       m[i] = 4.0f*fa_uniform(&seed); // a mean larger than the spread
     for (int j = 0; j < n_kv; ++j) {
         for (int i = 0; i < n_mask; ++i) {
             mask[i*n_kv + j] = ggml_fp32_to_fp16((i + 3*j) % 7 == 0 ? -INFINITY : 0.0f);
@@ -69,14 +64,13 @@ int main(int argc, char ** argv) {
             // the cache subtracts m from the channels that do not turn too; the term leaves
             // them out, as their q . m is the same for every key (softmax does not see it)
             for (int d = 0; d < DK; ++d) {
-                kj[d]  = uniform(&seed) + turned[d];
+                kj[d]  = fa_uniform(&seed) + turned[d];
                 kcj[d] = kj[d] - turned[d];
             }
         }
     }
 
-    struct ggml_init_params ip = { 64*ggml_tensor_overhead() + ggml_graph_overhead(), NULL, true };
-    struct ggml_context * ctx = ggml_init(ip);
+    struct ggml_context * ctx = fa_context();
     struct ggml_tensor * tq   = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, DK, N_Q, N_HEAD, 1);
     struct ggml_tensor * tk   = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, DK, n_kv, N_HEAD_KV, 1);
     struct ggml_tensor * tkc  = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, DK, n_kv, N_HEAD_KV, 1);

@@ -13,11 +13,6 @@
 
 enum { D = 64, N_HEAD = 6, N_HEAD_KV = 2, N_Q = 5, N_SLOT = 3 };
 
-static float uniform(unsigned * state) {
-    *state = *state * 1664525u + 1013904223u;
-    return (float) (*state >> 8) / (float) (1u << 24) * 2.0f - 1.0f;
-}
-
 int main(int argc, char ** argv) {
     if (argc != 3 || (strcmp(argv[2], "kv") != 0 && strcmp(argv[2], "k") != 0)) {
         fprintf(stderr, "usage: fa_sink N_KV (kv | k)\n");
@@ -36,10 +31,10 @@ int main(int argc, char ** argv) {
     int32_t * slot = calloc((size_t) n_kv, sizeof(int32_t));
     ggml_fp16_t * mask = malloc(sizeof(ggml_fp16_t)*n_kv*N_Q);
 
-    for (int i = 0; i < D*N_Q*N_HEAD; ++i)      q[i] = uniform(&seed);
+    for (int i = 0; i < D*N_Q*N_HEAD; ++i)      q[i] = fa_uniform(&seed);
     for (int i = 0; i < D*n_kv*N_HEAD_KV; ++i) {
-        k[i] = kg[i] = uniform(&seed);
-        v[i] = vg[i] = uniform(&seed);
+        k[i] = kg[i] = fa_uniform(&seed);
+        v[i] = vg[i] = fa_uniform(&seed);
     }
     for (int j = 0; j < n_kv; ++j) {
         for (int i = 0; i < N_Q; ++i) {
@@ -54,8 +49,8 @@ int main(int argc, char ** argv) {
             float * kj = k + (h*n_kv + j)*D, * vj = v + (h*n_kv + j)*D;
             for (int d = 0; d < D; ++d) {
                 kj[d] *= 4.0f;
-                kg[(h*n_kv + j)*D + d] = 3.0f*uniform(&seed);
-                vg[(h*n_kv + j)*D + d] = 3.0f*uniform(&seed);
+                kg[(h*n_kv + j)*D + d] = 3.0f*fa_uniform(&seed);
+                vg[(h*n_kv + j)*D + d] = 3.0f*fa_uniform(&seed);
             }
             memcpy(rows + ((size_t) r*n_row_heads + h)*D, kj, sizeof(float)*D);
             if (n_row_heads == 2*N_HEAD_KV) {
@@ -64,8 +59,7 @@ int main(int argc, char ** argv) {
         }
     }
 
-    struct ggml_init_params ip = { 64*ggml_tensor_overhead() + ggml_graph_overhead(), NULL, true };
-    struct ggml_context * ctx = ggml_init(ip);
+    struct ggml_context * ctx = fa_context();
     struct ggml_tensor * tq  = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, N_Q, N_HEAD, 1);
     struct ggml_tensor * tk  = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, n_kv, N_HEAD_KV, 1);
     struct ggml_tensor * tv  = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, D, n_kv, N_HEAD_KV, 1);

@@ -14,6 +14,7 @@
 // so this count is what a cache type costs a decode step there.
 //
 // usage: graph_nodes MODEL PAIR...   (tests/test_graph_nodes.py builds and runs it)
+#include "decode_tokens.h"
 #include "llama.h"
 
 #include <stdio.h>
@@ -51,21 +52,10 @@ static enum ggml_type type_by_name(const char * name, size_t len) {
     return GGML_TYPE_COUNT;
 }
 
+// the nodes that decoding tokens[0..n) at positions pos0.. runs
 static int decode(struct llama_context * ctx, const llama_token * tokens, int n, llama_pos pos0) {
-    struct llama_batch batch = llama_batch_init(n, 0, 1);
-    for (int i = 0; i < n; ++i) {
-        batch.token[i]     = tokens[i];
-        batch.pos[i]       = pos0 + i;
-        batch.n_seq_id[i]  = 1;
-        batch.seq_id[i][0] = 0;
-        batch.logits[i]    = i == n - 1;
-    }
-    batch.n_tokens = n;
     n_nodes = 0;
-    if (llama_decode(ctx, batch) != 0) {
-        die("llama_decode failed", "");
-    }
-    llama_batch_free(batch);
+    decode_tokens("graph_nodes", ctx, tokens, n, pos0, DECODE_LOGITS_LAST);
     return n_nodes;
 }
 

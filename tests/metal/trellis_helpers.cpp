@@ -19,6 +19,8 @@
 
 #include "trellis.h"
 
+#include "lane_fibers.h" // read_all
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -49,16 +51,6 @@ struct guarded {
     }
     ~guarded() { munmap(base, len); }
 };
-
-std::vector<char> read_all() {
-    std::vector<char> data;
-    char buf[1 << 16];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof(buf), stdin)) > 0) {
-        data.insert(data.end(), buf, buf + n);
-    }
-    return data;
-}
 
 template <typename block_t>
 void quantize(const std::vector<char> & in, bool reverse) {
