@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tqlab.policies import SMOLLM2_ID, broken, write_policy
-from tqlab.server import complete, post, server, server_process
+from tqlab.server import PROMPT, complete, post, server, server_process
 from tqlab.tools import perplexity, run
 from tqllama import assets
 from tqllama.errors import TqError
@@ -134,10 +134,6 @@ def test_llama_bench_reports_its_policy(built_tools, model: Path, tmp_path: Path
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
     assert len(rows) == 2 and {r["cache_policy"] for r in rows} == {str(policy)}
-
-
-PROMPT = ("The history of the city begins with a small settlement on the river. Over the "
-          "centuries it grew into a market town, and later")
 
 
 @pytest.mark.parametrize(("k", "v", "reason"), [

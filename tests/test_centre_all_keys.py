@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tqlab.server import complete, post, server
+from tqlab.server import PROMPT, complete, post, server
 from tqlab.tools import perplexity
 from tqllama import assets
 
@@ -40,10 +40,6 @@ def test_centring_qwens_q8_0_keys_takes_most_of_its_loss(built_tools, text: Path
     assert ALL_LINE in log and CENTRE_LINE in log
     assert plain.kld is not None and centred.kld is not None
     assert centred.kld.kld_mean.value < 0.5 * plain.kld.kld_mean.value, (centred.kld, plain.kld)
-
-
-PROMPT = ("The history of the city begins with a small settlement on the river. Over the "
-          "centuries it grew into a market town, and later into a centre of trade.")
 
 
 def test_a_slot_keeps_to_the_centring_it_was_saved_with(built_tools, model: Path,

@@ -12,12 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tqlab.server import complete, post, server, server_process
+from tqlab.server import PROMPT, complete, post, server, server_process
 
 pytestmark = pytest.mark.slow
-
-PROMPT = ("The history of the city begins with a small settlement on the river. Over the "
-          "centuries it grew into a market town, and later")
 
 
 def test_completion_with_turbo_k_and_v(built_tools, model: Path, tmp_path: Path) -> None:

@@ -10,7 +10,11 @@ from pathlib import Path
 
 from tqllama.serve import free_port, post, serve
 
-__all__ = ["complete", "free_port", "post", "serve", "server", "server_process"]
+__all__ = ["PROMPT", "complete", "free_port", "post", "serve", "server", "server_process"]
+
+# the server tests' prompt: plain prose the model continues deterministically at temperature 0
+PROMPT = ("The history of the city begins with a small settlement on the river. Over the "
+          "centuries it grew into a market town, and later")
 
 
 @contextmanager
