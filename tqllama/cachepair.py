@@ -1,5 +1,6 @@
 """The K/V cache-pair grammar of `tqllama plan` and `tqllama bench`: `K/V`, `K/V@bN`,
-`K/V@bN:BK/BV`, `K/V@tuned`, `K/V@tuned:FILE`, `K/V@none`, parsed once into a CachePair."""
+`K/V@bN:BK/BV`, `K/V@tuned`, `K/V@tuned:FILE`, `K/V@none`, each optionally followed by
+environment settings `+NAME=VALUE`, parsed once into a CachePair."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tqllama.source import sha256_file
 BOUNDARY_DEFAULT = "q8_0"
 
 _PAIR_RE = re.compile(r"(\w+)/(\w+)(?:@b(\d+)(?::(\w+)/(\w+))?|@(tuned|none)(?::(.+))?)?")
+_SETTING_RE = re.compile(r"([A-Z_][A-Z0-9_]*)=([^\s+=]+)")
 
 # CachePair.policy: llama.cpp's default (the automatic protection of turbo keys), none of it,
 # a policy `tqllama tune` makes for the pair's bits, or a policy file
@@ -32,6 +34,10 @@ class CachePair:
     policy `tqllama tune` makes at K/V's bits per value, `K/V@tuned:FILE` the policy in FILE,
     `K/V@none` the plain types with llama.cpp's automatic protection of turbo keys turned
     off (`--cache-policy none`); a plain `K/V` is llama.cpp's default.
+
+    Environment settings of the tools' run, `+NAME=VALUE` after the rest (for the
+    `TQLLAMA_*` switches of the patched llama.cpp: `q8_0/q8_0+TQLLAMA_CENTER_ALL_KEYS=1`),
+    make another pair with the same types; they are kept sorted by name, one spelling each.
     """
 
     k: str
@@ -40,6 +46,7 @@ class CachePair:
     k_boundary: str = BOUNDARY_DEFAULT
     v_boundary: str = BOUNDARY_DEFAULT
     policy: str = POLICY_DEFAULT  # "", "none", "tuned" or a policy file's path
+    env: tuple[tuple[str, str], ...] = ()  # (NAME, VALUE), sorted by name
 
     def __post_init__(self) -> None:
         if self.boundary < 0:
@@ -50,7 +57,16 @@ class CachePair:
 
     @classmethod
     def parse(cls, text: str) -> CachePair:
-        m = _PAIR_RE.fullmatch(text.strip())
+        head, *settings = text.strip().split("+")
+        env: dict[str, str] = {}
+        for setting in settings:
+            s = _SETTING_RE.fullmatch(setting)
+            if s is None or s.group(1) in env:
+                why = "is not NAME=VALUE" if s is None else "sets a variable twice"
+                raise TqError(f"cache pair {text!r}: {setting!r} {why}: write settings like "
+                              "q8_0/q8_0+TQLLAMA_CENTER_ALL_KEYS=1, each name once")
+            env[s.group(1)] = s.group(2)
+        m = _PAIR_RE.fullmatch(head)
         if m is None:
             raise TqError(f"cache pair {text!r} is not K/V, K/V@bN or K/V@tuned: write it like "
                           "q8_0/turbo3, turbo2/turbo2@b2 (2 boundary layers at each end in "
@@ -60,7 +76,7 @@ class CachePair:
         if policy == POLICY_NONE and path:
             raise TqError(f"cache pair {text!r}: @none takes no file (@tuned:FILE does)")
         return cls(k, v, int(n or 0), kb or BOUNDARY_DEFAULT, vb or BOUNDARY_DEFAULT,
-                   path or policy or POLICY_DEFAULT)
+                   path or policy or POLICY_DEFAULT, tuple(sorted(env.items())))
 
     @property
     def policy_file(self) -> str | None:
@@ -79,7 +95,7 @@ class CachePair:
             out += "@none"
         elif self.policy:
             out += "@tuned" + (f":{self.policy}" if self.policy_file else "")
-        return out
+        return out + "".join(f"+{name}={value}" for name, value in self.env)
 
     @property
     def plain(self) -> CachePair:
@@ -114,11 +130,14 @@ class CachePair:
             # a policy file by what it holds: an edited policy runs again
             path = self.policy_file
             fields["policy"] = sha256_file(Path(path)) if path else self.policy
+        if self.env:
+            fields["env"] = dict(self.env)
         return fields
 
     @property
     def slug(self) -> str:
         """The label as a piece of a file name."""
+        settings = "".join(f"-{name}-{value}" for name, value in self.env)
         if self.policy_file:  # a path has no place in a file name: the policy's own name does
-            return f"{self.k}-{self.v}-tuned-{Path(self.policy_file).stem}"
-        return self.label.replace("/", "-").replace("@", "-").replace(":", "-")
+            return f"{self.k}-{self.v}-tuned-{Path(self.policy_file).stem}{settings}"
+        return re.sub(r"[/@:+=]", "-", self.label)

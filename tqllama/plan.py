@@ -172,6 +172,9 @@ def parse_pair(text: str) -> tuple[CacheType, CacheType]:
     if pair.boundary:
         raise TqError(f"plan sizes caches with one K and one V type for every layer, not "
                       f"boundary layers: pass {pair.plain.label} instead of {text}")
+    if pair.env:  # a setting can add rows to the cache (TQLLAMA_CENTER_ALL_KEYS: first keys)
+        raise TqError(f"plan sizes caches from their types, not environment settings: pass "
+                      f"{pair.plain.label} instead of {text}")
     return cache_type(pair.k), cache_type(pair.v)
 
 

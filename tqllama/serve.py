@@ -64,10 +64,12 @@ def serve(cmd: list[str], log: Path, health_url: str, timeout: float = 300,
 
 
 @contextmanager
-def server(binary: Path, model: Path, log: Path, *args: str) -> Iterator[str]:
-    """llama-server on a free loopback port; yields its base URL."""
+def server(binary: Path, model: Path, log: Path, *args: str,
+           env: dict[str, str] | None = None) -> Iterator[str]:
+    """llama-server on a free loopback port (in `env`, this process's when None); yields its
+    base URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), *args]
-    with serve(cmd, log, f"{url}/health"):
+    with serve(cmd, log, f"{url}/health", env=env):
         yield url

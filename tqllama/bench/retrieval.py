@@ -145,14 +145,17 @@ def run_trials(url: str, planned: Sequence[Trial]) -> list[Outcome]:
 
 def passkey(binary: Path, model: Path, cache_args: Sequence[str], log: Path,
             lengths: Sequence[int], depths: Sequence[float], keys: int = 1,
-            threads: int | None = None, extra_args: Sequence[str] = ()) -> list[Outcome]:
-    """All trials for one cache configuration (`-ctk ... -ctv ...` in `cache_args`)."""
+            threads: int | None = None, extra_args: Sequence[str] = (),
+            env: dict[str, str] | None = None) -> list[Outcome]:
+    """All trials for one cache configuration (`-ctk ... -ctv ...` in `cache_args`; the
+    server's whole environment in `env`, this process's when None)."""
     planned = trials(lengths, depths, keys)
-    args = ["-c", str(max(lengths)), "-np", "1", "-fa", "on", "--no-warmup", *cache_args,
-            *extra_args]
+    # -lv 4: the log shows libllama's info lines (the KV cache's size and settings)
+    args = ["-c", str(max(lengths)), "-np", "1", "-fa", "on", "--no-warmup", "-lv", "4",
+            *cache_args, *extra_args]
     if threads:
         args += ["-t", str(threads)]
-    with server(binary, model, log, *args) as url:
+    with server(binary, model, log, *args, env=env) as url:
         return run_trials(url, planned)
 
 

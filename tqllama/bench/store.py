@@ -61,12 +61,14 @@ class RunRecord:
     type_v_boundary: str = BOUNDARY_DEFAULT
     # a cache policy (CachePair.policy): absent from records made before they existed
     policy: str = ""
+    # the tools' environment settings (CachePair.env): absent from records made before them
+    env: dict[str, str] = field(default_factory=dict)
     schema: int = SCHEMA
 
     @property
     def pair(self) -> CachePair:
         return CachePair(self.type_k, self.type_v, self.boundary, self.type_k_boundary,
-                         self.type_v_boundary, self.policy)
+                         self.type_v_boundary, self.policy, tuple(sorted(self.env.items())))
 
     @property
     def pair_label(self) -> str:

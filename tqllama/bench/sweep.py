@@ -464,20 +464,21 @@ class Sweep:
         elif run.kind == "bench":
             expected = (self.settings.n_prompt > 0) + (self.settings.n_gen > 0)
             seconds, rows = self._run_parsed(
-                run.command, log, lambda t: parse_bench(t, "jsonl", expected))
+                run, log, lambda t: parse_bench(t, "jsonl", expected))
             fields = {"bench": tuple(rows)}
             summary = "  ".join(f"{r.test} {r.avg_ts:.1f} t/s" for r in rows)
         else:
             # KLD runs read their chunks from the base logits, whose count _run_base checked.
             seconds, result = (self._run_base(run, log) if run.kind == "base"
-                               else self._run_parsed(run.command, log, parse_perplexity))
+                               else self._run_parsed(run, log, parse_perplexity))
             base_logits.touch(base_logits.path_for(self.base.key))
             fields = {"perplexity": result}
             summary = _kld_summary(result)
         self.store.append(RunRecord(
             key=run.key, kind=run.kind, type_k=run.pair.k, type_v=run.pair.v,
             boundary=run.pair.boundary, type_k_boundary=run.pair.k_boundary,
-            type_v_boundary=run.pair.v_boundary, policy=run.pair.policy, params=run.params,
+            type_v_boundary=run.pair.v_boundary, policy=run.pair.policy,
+            env=dict(run.pair.env), params=run.params,
             command=run.command,
             build_id=self.env.build_id, build_manifest=self.env.build_manifest,
             model=self.env.model, text=self.env.text if run.kind in ("base", "kld") else None,
@@ -491,25 +492,27 @@ class Sweep:
         outcomes = retrieval.passkey(
             self.env.server, Path(self.env.model.path),
             run.pair.args(), log, s.passkey, s.passkey_depths, s.passkey_keys,
-            threads=s.threads, extra_args=_backend_args(s))
+            threads=s.threads, extra_args=_backend_args(s), env=_environ(run.pair))
         return time.monotonic() - started, {"passkey": retrieval.summary(outcomes)}
 
-    def _run_parsed(self, command: list[str], log: Path, parse: Callable[[str], Any],
-                    ) -> tuple[float, Any]:
-        """Run a tool and parse its log; once more when a successful run's log lacks its end.
+    def _run_parsed(self, run: Run, log: Path, parse: Callable[[str], Any],
+                    command: list[str] | None = None) -> tuple[float, Any]:
+        """Run a tool (the run's command unless another is given) with the pair's environment
+        and parse its log; once more when a successful run's log lacks its end.
 
         llama.cpp's tools log from a thread that is not joined at exit
         (ggml-org/llama.cpp#22142), so a run can succeed and lose its last lines; the
         rerun gives the same numbers.
         """
-        seconds = run_logged(command, log, on_tick=self.progress.tick)
+        cmd, env = command or run.command, _environ(run.pair)
+        seconds = run_logged(cmd, log, on_tick=self.progress.tick, env=env)
         try:
             return seconds, _parse_log(log, parse)
         except ParseError as exc:
             if diagnose(log) is not None:
                 raise
             self.progress.note(f"incomplete log ({exc}); running it again")
-        seconds = run_logged(command, log, on_tick=self.progress.tick)
+        seconds = run_logged(cmd, log, on_tick=self.progress.tick, env=env)
         return seconds, _parse_log(log, parse)
 
     def _run_base(self, run: Run, log: Path) -> tuple[float, PerplexityResult]:
@@ -524,7 +527,7 @@ class Sweep:
         partial = target.with_suffix(".partial")
         command = [partial.as_posix() if a == str(target) else a for a in run.command]
         try:
-            seconds, result = self._run_parsed(command, log, parse_perplexity)
+            seconds, result = self._run_parsed(run, log, parse_perplexity, command)
             _check_chunks(result, self.settings, log)
         except BaseException:
             partial.unlink(missing_ok=True)
@@ -533,6 +536,11 @@ class Sweep:
         for path in base_logits.evict(keep=target):
             self.progress.note(f"evicted old base logits {path.name} (cache limit)")
         return seconds, result
+
+
+def _environ(pair: CachePair) -> dict[str, str] | None:
+    """The tools' environment for a pair: this process's with the pair's settings over it."""
+    return {**os.environ, **dict(pair.env)} if pair.env else None
 
 
 def _tuned(pair: CachePair, settings: SweepSettings, perplexity: Path, model: Path, text: Path,
@@ -588,6 +596,10 @@ def prepare(settings: SweepSettings, progress: Progress) -> Sweep:
     if not pairs:
         raise TqError(f"{perplexity} can run none of the pairs asked for ({skipped[0]}): build "
                       "them with `tqllama build` or pass other --cache pairs")
+    for p in pairs:  # tune's probes run without the settings: the policy would not be the pair's
+        if p.policy == POLICY_TUNED and p.env:
+            raise TqError(f"{p.label}: the sweep tunes a policy without environment settings; "
+                          "make it with `tqllama tune` in that environment and pass @tuned:FILE")
     model, text = assets.resolve_model(s.model), assets.resolve_text(s.text)
     s = replace(s, pairs=tuple(_tuned(p, s, perplexity, model, text, progress) for p in pairs))
     progress.note(f"hashing {model.name} and {text.name} ...")
