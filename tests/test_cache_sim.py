@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from tqlab.bpe import BpeTokenizer
-from tqlab.cache_sim import Treatment, answer_log_probs, chunk_klds, key_scales
+from tqlab.cache_sim import (
+    Treatment,
+    answer_log_probs,
+    butterflies,
+    chunk_klds,
+    classed_round_trip,
+    key_scales,
+    round_trip,
+)
 from tqlab.llama_forward import LlamaGguf, tokenize
 from tqllama import assets
 from tqllama.bench.retrieval import FILLER, NEEDLE, QUESTION, Trial, prompt_tokens
@@ -24,7 +32,8 @@ def test_treatments_parse() -> None:
     assert Treatment.parse("k=turbo4,sink=1,alpha=0.5") == Treatment("turbo4", "f32", 1, 0.5)
     assert Treatment.parse("v=q8_0") == Treatment("f32", "q8_0")
     for spec in ("k=turbo4,v=f32,sink=1,alpha=0.5", "k=f32,v=turbo4,vc=1",
-                 "k=turbo4,v=f32,span=512"):
+                 "k=turbo4,v=f32,span=512", "k=f32,v=turbo4,classes=4",
+                 "k=turbo4,v=turbo4,rowsigns=1", "k=turbo4,v=f32,kclasses=2"):
         assert Treatment.parse(spec).spec() == spec
 
 
@@ -32,6 +41,25 @@ def test_treatments_parse() -> None:
 def test_bad_treatments_say_what_to_use(spec: str) -> None:
     with pytest.raises(TqError, match=r"k=TYPE|one of"):
         Treatment.parse(spec)
+
+
+def test_cell_classes_make_unlike_errors_for_like_rows() -> None:
+    """64 copies of one row: one class gives one error 64 times (the mean error is the error),
+    C classes C unlike errors whose mean has about 1/C of the power; each row's own error
+    stays as large, and one class is the plain round trip."""
+    rng = np.random.default_rng(1)
+    rows = np.repeat(rng.standard_normal((1, 2, 64)).astype(np.float32), 64, axis=0)
+    assert np.array_equal(classed_round_trip(rows, "turbo4", 1), round_trip(rows, "turbo4"))
+    for mask in range(8):
+        twice = butterflies(butterflies(rows, mask), mask)
+        assert np.allclose(twice, rows, atol=1e-5)
+    power = {}
+    for classes in (1, 2, 4, 8):
+        err = classed_round_trip(rows, "turbo4", classes) - rows
+        power[classes] = float((err.mean(axis=0) ** 2).mean())
+        assert float((err**2).mean()) < 1.25 * power[1]
+    assert power[2] < 0.7 * power[1] and power[4] < 0.45 * power[1]
+    assert power[8] < 0.3 * power[1]
 
 
 @pytest.fixture(scope="module")

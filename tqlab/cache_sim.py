@@ -17,13 +17,20 @@ quantizers. Two treatments no cache has yet, to measure them before building the
   the KV head), scaled to a geometric mean of 1. A = 1 minimises E[(q . e)^2] for an error
   e that is isotropic after the rotation.
 
-Two more, measured and not built (docs/BENCHMARKS.md):
+Measured and not built (docs/BENCHMARKS.md):
 
 - vc=1: the values centred like the keys (the first ubatch's mean value per KV head
   subtracted before quantization; attention's weights sum to one, so adding it back to the
   output is exact).
 - span=N: a position-aware key centre per span of N positions, each from the first ubatch
   of its own keys, instead of one from the cache's first ubatch.
+- classes=C: rows alike make errors alike, which add up over the thousands of cells of a
+  repeated text instead of averaging out. The row at position p is stored as T_c R x with
+  c = p mod C and T_c an orthogonal involution cheap enough for a kernel (the FWHT's
+  butterflies on the index bits that c names), so that C classes of cells make C unlike
+  errors; attention would combine the classes' value sums. kclasses=C does the same to the
+  keys (attention would turn the query per class). rowsigns=1 is the limit on both sides:
+  random signs of its own for every row.
 
 The KLD is llama-perplexity's: mean over the second half of each chunk of KL(exact || sim),
 against the forward pass of the same tokens with an exact (float32) cache.
@@ -62,6 +69,9 @@ class Treatment:
     alpha: float | None = None
     vc: bool = False
     span: int = 0
+    rowsigns: bool = False
+    classes: int = 0
+    kclasses: int = 0
 
     @classmethod
     def parse(cls, spec: str) -> Treatment:
@@ -69,7 +79,9 @@ class Treatment:
         fields: dict[str, str] = {}
         for part in filter(None, spec.split(",")):
             key, _, value = part.partition("=")
-            if key not in ("k", "v", "sink", "alpha", "vc", "span") or not value:
+            if key not in ("k", "v", "sink", "alpha", "vc", "span", "rowsigns", "classes",
+                           "kclasses") \
+                    or not value:
                 raise TqError(f"bad treatment part {part!r} in {spec!r}: use k=TYPE,v=TYPE,"
                               "sink=N,alpha=A")
             fields[key] = value
@@ -80,7 +92,8 @@ class Treatment:
         alpha = fields.get("alpha")
         return cls(fields.get("k", "f32"), fields.get("v", "f32"), int(fields.get("sink", 0)),
                    None if alpha is None else float(alpha), fields.get("vc", "0") == "1",
-                   int(fields.get("span", 0)))
+                   int(fields.get("span", 0)), fields.get("rowsigns", "0") == "1",
+                   int(fields.get("classes", 0)), int(fields.get("kclasses", 0)))
 
     def spec(self) -> str:
         """The inverse of `parse`, with both types named."""
@@ -93,13 +106,48 @@ class Treatment:
             parts.append("vc=1")
         if self.span:
             parts.append(f"span={self.span}")
+        if self.rowsigns:
+            parts.append("rowsigns=1")
+        if self.classes:
+            parts.append(f"classes={self.classes}")
+        if self.kclasses:
+            parts.append(f"kclasses={self.kclasses}")
         return ",".join(parts)
 
 
-def _round_trip(rows: np.ndarray, type_name: str) -> np.ndarray:
-    """Rows (..., head_dim) through the cache's rotation and the type's quantizer and back."""
+def butterflies(rows: np.ndarray, mask: int) -> np.ndarray:
+    """H_2 on the index bits of the last axis that mask names (bit 0: stride n/2, bit 1:
+    n/4, ...): an orthogonal involution, a subset of the FWHT's stages."""
+    n = rows.shape[-1]
+    out = rows.astype(F32)
+    for b in range(6):
+        if mask >> b & 1:
+            h = n >> (b + 1)
+            v = out.reshape(*out.shape[:-1], -1, 2, h)
+            a, c = v[..., 0, :], v[..., 1, :]
+            out = np.stack(((a + c), (a - c)), axis=-2).reshape(out.shape) * F32(np.sqrt(0.5))
+    return out
+
+
+def classed_round_trip(rows: np.ndarray, type_name: str, classes: int) -> np.ndarray:
+    """Round trip where the row at position p is stored as T_c R x, c = p mod classes, T_c
+    the butterflies of c's bits (T_0 = I): rows alike get errors unalike."""
+    rotated = rotate(rows.astype(F32)).astype(F32)
+    out = np.empty_like(rotated)
+    for c in range(classes):
+        sel = butterflies(rotated[c::classes], c)
+        out[c::classes] = butterflies(ROUND_TRIPS[type_name](sel).astype(F32), c)
+    return rotate(out).astype(F32)
+
+
+def round_trip(rows: np.ndarray, type_name: str, rowsigns: bool = False) -> np.ndarray:
+    """Rows (..., head_dim) through the cache's rotation and the type's quantizer and back;
+    with rowsigns, each row with random signs of its own before the rotation."""
     if type_name == "f32":
         return rows
+    if rowsigns:
+        signs = np.random.default_rng(7).choice(np.array([-1, 1], F32), rows.shape)
+        return round_trip(rows * signs, type_name) * signs
     rotated = rotate(rows.astype(F32)).astype(F32)
     return rotate(ROUND_TRIPS[type_name](rotated).astype(F32)).astype(F32)
 
@@ -143,16 +191,19 @@ class SimCache:
         t = self.treatment
         c = key_centre(self.model, k, t.span)
         s = self.scales[il] if self.scales is not None else np.ones(k.shape[1:], F32)
-        out = _round_trip((k - c) * s, t.k) / s + c
+        out = (classed_round_trip((k - c) * s, t.k, t.kclasses) if t.kclasses else
+               round_trip((k - c) * s, t.k, t.rowsigns)) / s + c
         out[: t.sink] = k[: t.sink]
         return out
 
     def v_map(self, il: int, v: np.ndarray) -> np.ndarray:
         if self.treatment.vc:
             c = v[:UBATCH].mean(axis=0)
-            out = _round_trip(v - c, self.treatment.v) + c
+            out = round_trip(v - c, self.treatment.v, self.treatment.rowsigns) + c
+        elif self.treatment.classes:
+            out = classed_round_trip(v, self.treatment.v, self.treatment.classes)
         else:
-            out = _round_trip(v, self.treatment.v)
+            out = round_trip(v, self.treatment.v, self.treatment.rowsigns)
         out[: self.treatment.sink] = v[: self.treatment.sink]
         return out
 
