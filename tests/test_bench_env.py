@@ -46,6 +46,8 @@ def test_settings_make_another_run_with_the_same_command_line():
     policy = CachePair.parse("turbo4/turbo4@tuned:dir/smol.policy+TQLLAMA_TURBO_VCENTER=1")
     assert policy.policy_file == "dir/smol.policy"
     assert policy.slug == "turbo4-turbo4-tuned-smol-TQLLAMA_TURBO_VCENTER-1"
+    # a value may hold what a file name must not
+    assert CachePair.parse("q8_0/q8_0+TQLLAMA_X=a/b:c").slug == "q8_0-q8_0-TQLLAMA_X-a-b-c"
 
 
 @pytest.mark.parametrize("bad", ["q8_0/q8_0+", "q8_0/q8_0+centre", "q8_0/q8_0+lower=1",

@@ -137,7 +137,8 @@ class CachePair:
     @property
     def slug(self) -> str:
         """The label as a piece of a file name."""
-        settings = "".join(f"-{name}-{value}" for name, value in self.env)
-        if self.policy_file:  # a path has no place in a file name: the policy's own name does
-            return f"{self.k}-{self.v}-tuned-{Path(self.policy_file).stem}{settings}"
-        return re.sub(r"[/@:+=]", "-", self.label)
+        # a path has no place in a file name: a policy file's own name does
+        head = (f"{self.k}-{self.v}-tuned-{Path(self.policy_file).stem}" if self.policy_file
+                else self.label.split("+")[0])
+        settings = "".join(f"+{name}={value}" for name, value in self.env)
+        return re.sub(r"[^\w.-]", "-", head + settings)
