@@ -119,6 +119,41 @@ def test_interrupted_sweep_resumes_without_repeating(tiny: list[str], tmp_path: 
     assert _lines(results) == final
 
 
+def _children(pid: int) -> dict[int, str]:
+    """The processes whose parent is pid: their command names."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:  # it ended while we looked
+            continue
+        if stat and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out[int(entry.name)] = stat[stat.index("(") + 1 : stat.rindex(")")]
+    return out
+
+
+def test_a_killed_sweep_stops_its_server_and_keeps_its_runs(tiny: list[str], tmp_path: Path):
+    """SIGTERM (kill, a scheduler's time limit) unwinds as Ctrl-C does: the llama-server of
+    a passkey run is stopped, not left running, and the finished KLD run is kept."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = [*tiny[: tiny.index("--cache")], "--cache", "q8_0/q8_0", "--ctx", "128", "--chunks",
+            "1", "--depths", "", "--threads", "2", "--passkey", "4096", "--passkey-depths",
+            "0.5", "--out", str(out)]
+    proc = _tqllama(args, cache)
+    deadline = time.monotonic() + 600
+    while not (servers := [p for p, name in _children(proc.pid).items() if name == "llama-server"]):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no llama-server started in 10 minutes"
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.terminate()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert "interrupted: 2 finished runs are kept" in err  # the base and the KLD run
+    assert not Path(f"/proc/{servers[0]}").exists()  # stopped and reaped
+    assert [json.loads(line)["kind"] for line in _lines(out / "results.jsonl")] == ["base", "kld"]
+
+
 def _one_line_error(proc: subprocess.Popen[str]) -> str:
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -34,5 +35,12 @@ for _module in (bench_cmds, build_cmds, plan_cmd, tune_cmd, verify_cmd):
         cli.add_command(_command)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    # `kill`, a job scheduler or a timeout unwinds like Ctrl-C: the tools and servers started
+    # are stopped where they were started, and an interrupted sweep keeps its finished runs
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     cli()
