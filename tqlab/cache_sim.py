@@ -129,27 +129,24 @@ def butterflies(rows: np.ndarray, mask: int) -> np.ndarray:
     return out
 
 
-def classed_round_trip(rows: np.ndarray, type_name: str, classes: int) -> np.ndarray:
-    """Round trip where the row at position p is stored as T_c R x, c = p mod classes, T_c
-    the butterflies of c's bits (T_0 = I): rows alike get errors unalike."""
+def round_trip(rows: np.ndarray, type_name: str, rowsigns: bool = False,
+               classes: int = 1) -> np.ndarray:
+    """Rows (T, ..., head_dim) through the cache's rotation and the type's quantizer and back.
+
+    With classes, the row at position p is stored as T_c R x, c = p mod classes, T_c the
+    butterflies of c's bits (T_0 = I): rows alike get errors unalike. With rowsigns, each row
+    gets random signs of its own before the rotation."""
+    if type_name == "f32":
+        return rows
+    if rowsigns:
+        signs = np.random.default_rng(7).choice(np.array([-1, 1], F32), rows.shape)
+        return round_trip(rows * signs, type_name, classes=classes) * signs
     rotated = rotate(rows.astype(F32)).astype(F32)
     out = np.empty_like(rotated)
     for c in range(classes):
         sel = butterflies(rotated[c::classes], c)
         out[c::classes] = butterflies(ROUND_TRIPS[type_name](sel).astype(F32), c)
     return rotate(out).astype(F32)
-
-
-def round_trip(rows: np.ndarray, type_name: str, rowsigns: bool = False) -> np.ndarray:
-    """Rows (..., head_dim) through the cache's rotation and the type's quantizer and back;
-    with rowsigns, each row with random signs of its own before the rotation."""
-    if type_name == "f32":
-        return rows
-    if rowsigns:
-        signs = np.random.default_rng(7).choice(np.array([-1, 1], F32), rows.shape)
-        return round_trip(rows * signs, type_name) * signs
-    rotated = rotate(rows.astype(F32)).astype(F32)
-    return rotate(ROUND_TRIPS[type_name](rotated).astype(F32)).astype(F32)
 
 
 def key_centre(model: LlamaGguf, k: np.ndarray, span: int = 0) -> np.ndarray:
@@ -191,20 +188,15 @@ class SimCache:
         t = self.treatment
         c = key_centre(self.model, k, t.span)
         s = self.scales[il] if self.scales is not None else np.ones(k.shape[1:], F32)
-        out = (classed_round_trip((k - c) * s, t.k, t.kclasses) if t.kclasses else
-               round_trip((k - c) * s, t.k, t.rowsigns)) / s + c
+        out = round_trip((k - c) * s, t.k, t.rowsigns, t.kclasses or 1) / s + c
         out[: t.sink] = k[: t.sink]
         return out
 
     def v_map(self, il: int, v: np.ndarray) -> np.ndarray:
-        if self.treatment.vc:
-            c = v[:UBATCH].mean(axis=0)
-            out = round_trip(v - c, self.treatment.v, self.treatment.rowsigns) + c
-        elif self.treatment.classes:
-            out = classed_round_trip(v, self.treatment.v, self.treatment.classes)
-        else:
-            out = round_trip(v, self.treatment.v, self.treatment.rowsigns)
-        out[: self.treatment.sink] = v[: self.treatment.sink]
+        t = self.treatment
+        c = v[:UBATCH].mean(axis=0) if t.vc else np.zeros(v.shape[1:], F32)
+        out = round_trip(v - c, t.v, t.rowsigns, t.classes or 1) + c
+        out[: t.sink] = v[: t.sink]
         return out
 
 
