@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tqlab.tools import tqllama_cli
 from tqllama.bench.store import Store
 from tqllama.cachepair import CachePair
 from tqllama.errors import TqError
@@ -74,11 +73,10 @@ def test_the_tools_run_with_the_pairs_setting(built_tools, model: Path, text: Pa
             "--text", str(text), "--cache", "q8_0/q8_0", "--cache", CENTRED,
             "--ctx", "128", "--chunks", "2", "--depths", "", "--threads", "2",
             "--passkey", "512", "--passkey-depths", "0.5", "--out", str(out)]
-    env = {**os.environ, "TQLLAMA_CACHE": str(tmp_path / "cache")}
-    env.pop("TQLLAMA_CENTER_ALL_KEYS", None)
-    command = [sys.executable, "-c", "from tqllama.cli import main; main()", *args]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
-    assert done.returncode == 0, done.stderr
+    env = {k: v for k, v in os.environ.items() if k != "TQLLAMA_CENTER_ALL_KEYS"}
+    proc = tqllama_cli(args, tmp_path / "cache", env)
+    table, err = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, err
     records = [r for r in Store(out).load().values() if r.kind != "base"]
     assert {(r.kind, r.pair.label) for r in records} == {
         (kind, label) for kind in ("kld", "passkey") for label in ("q8_0/q8_0", CENTRED)}
@@ -89,9 +87,10 @@ def test_the_tools_run_with_the_pairs_setting(built_tools, model: Path, text: Pa
     kld = {r.pair.label: r.perplexity.kld.kld_mean.value for r in records
            if r.kind == "kld" and r.perplexity and r.perplexity.kld}
     assert len(kld) == 2 and kld["q8_0/q8_0"] != kld[CENTRED]
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| q8_0/q8_0")]
+    rows = [line for line in table.splitlines() if line.startswith("| q8_0/q8_0")]
     assert [row.split("|")[1].strip() for row in rows] == ["q8_0/q8_0", CENTRED]
     line = json.loads((out / "results.jsonl").read_text().splitlines()[-1])
     assert "env" in line
-    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert again.returncode == 0 and "4 of 4 runs already stored" in again.stderr
+    again = tqllama_cli(args, tmp_path / "cache", env)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0 and "4 of 4 runs already stored" in err

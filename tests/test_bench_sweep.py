@@ -11,12 +11,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tqlab.tools import tqllama_cli
 from tqllama import assets
 from tqllama.bench.parse_bench import parse_bench
 from tqllama.bench.parse_perplexity import parse_perplexity
@@ -48,20 +48,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
             "--reps", "1", "--threads", "2"]
 
 
-def _foreground_sigint() -> None:
-    """A job a non-interactive shell starts in the background (`make test &`, `nohup`)
-    ignores SIGINT, and so do its children, where Python then never raises
-    KeyboardInterrupt: the tqllama under test gets the default, as at a terminal."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _tqllama(args: list[str], cache: Path, **kw) -> subprocess.Popen[str]:
-    env = {**os.environ, "TQLLAMA_CACHE": str(cache)}
-    return subprocess.Popen([sys.executable, "-c", "from tqllama.cli import main; main()", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=_foreground_sigint, **kw)
-
-
 def _lines(results: Path) -> list[str]:
     return results.read_text().splitlines() if results.is_file() else []
 
@@ -69,7 +55,7 @@ def _lines(results: Path) -> list[str]:
 def test_interrupted_sweep_resumes_without_repeating(tiny: list[str], tmp_path: Path):
     out, cache = tmp_path / "out", tmp_path / "cache"
     results = out / "results.jsonl"
-    proc = _tqllama([*tiny, "--out", str(out)], cache)
+    proc = tqllama_cli([*tiny, "--out", str(out)], cache)
     deadline = time.monotonic() + 600
     while not _lines(results):
         assert proc.poll() is None, proc.communicate()
@@ -83,7 +69,7 @@ def test_interrupted_sweep_resumes_without_repeating(tiny: list[str], tmp_path: 
     assert 1 <= len(first) < 5
     assert not list((cache / "kld-base").glob("*.partial"))
 
-    again = _tqllama([*tiny, "--out", str(out)], cache)
+    again = tqllama_cli([*tiny, "--out", str(out)], cache)
     table, err = again.communicate(timeout=1200)
     assert again.returncode == 0, err
     final = _lines(results)
@@ -106,14 +92,14 @@ def test_interrupted_sweep_resumes_without_repeating(tiny: list[str], tmp_path: 
     assert f"{bench.bench[0].avg_ts:.1f}" in row and "(1.00x)" in table
     # ... and what `tqllama bench table` prints from the same results: ΔPPL against the
     # f16 base's PPL in both, which the sweep's table once lacked
-    shown = _tqllama(["bench", "table", str(out)], cache)
+    shown = tqllama_cli(["bench", "table", str(out)], cache)
     table_again, err = shown.communicate(timeout=60)
     assert shown.returncode == 0, err
     rows = [line for line in table.splitlines() if line.startswith("|")]
     assert rows and rows == [line for line in table_again.splitlines() if line.startswith("|")]
 
     # Everything is stored: a third run runs nothing.
-    third = _tqllama([*tiny, "--out", str(out)], cache)
+    third = tqllama_cli([*tiny, "--out", str(out)], cache)
     _, err = third.communicate(timeout=300)
     assert third.returncode == 0 and "4 of 4 runs already stored" in err  # (plus the base)
     assert _lines(results) == final
@@ -139,7 +125,7 @@ def test_a_killed_sweep_stops_its_server_and_keeps_its_runs(tiny: list[str], tmp
     args = [*tiny[: tiny.index("--cache")], "--cache", "q8_0/q8_0", "--ctx", "128", "--chunks",
             "1", "--depths", "", "--threads", "2", "--passkey", "4096", "--passkey-depths",
             "0.5", "--out", str(out)]
-    proc = _tqllama(args, cache)
+    proc = tqllama_cli(args, cache)
     deadline = time.monotonic() + 600
     while not (servers := [p for p, name in _children(proc.pid).items() if name == "llama-server"]):
         assert proc.poll() is None, proc.communicate()
@@ -166,13 +152,13 @@ def test_text_too_short_says_what_to_do(tiny: list[str], tmp_path: Path):
     short = tmp_path / "short.txt"
     short.write_text("Too short to score. " * 5)
     args = [*tiny, "--text", str(short), "--out", str(tmp_path / "out")]
-    line = _one_line_error(_tqllama(args, tmp_path / "cache"))
+    line = _one_line_error(tqllama_cli(args, tmp_path / "cache"))
     assert "too short" in line and "--ctx" in line and "log:" in line
 
 
 def test_unknown_cache_type_lists_the_builds_types(tiny: list[str], tmp_path: Path):
     args = [*tiny, "--cache", "q4_0/turbo9", "--out", str(tmp_path / "out")]
-    line = _one_line_error(_tqllama(args, tmp_path / "cache"))
+    line = _one_line_error(tqllama_cli(args, tmp_path / "cache"))
     assert "turbo9" in line and "q8_0" in line and "iq4_nl" in line
     assert not (tmp_path / "out").exists()
 
@@ -189,7 +175,7 @@ def test_tool_crash_names_the_log(tiny: list[str], tmp_path: Path):
     writer.write_tensors_to_file()
     writer.close()
     args = [*tiny, "--model", str(not_a_model), "--out", str(tmp_path / "out")]
-    line = _one_line_error(_tqllama(args, tmp_path / "cache"))
+    line = _one_line_error(tqllama_cli(args, tmp_path / "cache"))
     assert "llama-perplexity exited with" in line and "log: " in line
     log = Path(line.rsplit("log: ", 1)[1].rstrip(")"))
     assert log.is_file() and log.parent.parent == tmp_path / "out"
@@ -203,7 +189,7 @@ def test_passkey_runs_are_stored_and_tabled(tiny: list[str], tmp_path: Path):
     args = [*tiny[: tiny.index("--cache")], "--cache", "q8_0/q8_0", "--ctx", "128", "--chunks",
             "1", "--depths", "", "--threads", "2", "--passkey", "512", "--passkey-depths",
             "0.2,0.8", "--out", str(out)]
-    proc = _tqllama(args, cache)
+    proc = tqllama_cli(args, cache)
     table, err = proc.communicate(timeout=1200)
     assert proc.returncode == 0, err
     records = [r for r in Store(out).load().values() if r.kind == "passkey"]
@@ -218,6 +204,6 @@ def test_passkey_runs_are_stored_and_tabled(tiny: list[str], tmp_path: Path):
     margin = passkey["min_margin"]["512"]
     assert margin == min(t["margin"] for t in passkey["trials"] if t["margin"] is not None)
     assert f"| {passkey['found']}/2 ({margin:+.2f}) |" in row
-    again = _tqllama(args, cache)
+    again = tqllama_cli(args, cache)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0 and "2 of 2 runs already stored" in err

@@ -1,9 +1,12 @@
-"""Running the built llama.cpp tools from tests: output captured, llama-perplexity parsed;
-the kernel files the C kernel test is compiled with."""
+"""Running the built llama.cpp tools and the tqllama command from tests: output captured,
+llama-perplexity parsed; the kernel files the C kernel test is compiled with."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from tqllama.bench.logtext import ParseError
@@ -12,6 +15,23 @@ from tqllama.bench.parse_perplexity import PerplexityResult, parse_perplexity
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+
+
+def _foreground_sigint() -> None:
+    """A job a non-interactive shell starts in the background (`make test &`, `nohup`)
+    ignores SIGINT, and so do its children, where Python then never raises
+    KeyboardInterrupt: the tqllama under test gets the default, as at a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def tqllama_cli(args: list[str], cache: Path, environ: dict[str, str] | None = None,
+                **kw) -> subprocess.Popen[str]:
+    """`tqllama ARGS` started in `environ` (this process's when None) with its cache in
+    `cache`, stdout and stderr piped as text."""
+    env = {**(os.environ if environ is None else environ), "TQLLAMA_CACHE": str(cache)}
+    return subprocess.Popen([sys.executable, "-c", "from tqllama.cli import main; main()", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_foreground_sigint, **kw)
 
 
 def perplexity(binary: str, *args: str, env: dict[str, str] | None = None,
