@@ -207,3 +207,38 @@ def test_passkey_runs_are_stored_and_tabled(tiny: list[str], tmp_path: Path):
     again = tqllama_cli(args, cache)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0 and "2 of 2 runs already stored" in err
+
+
+def test_a_stopped_passkey_run_goes_on_from_its_last_finished_trial(tiny: list[str],
+                                                                    tmp_path: Path):
+    """A passkey run is many prefills (minutes each at 8K on a CPU): stopped midway, the
+    sweep keeps the trials it finished and the rerun asks only the others."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = [*tiny[: tiny.index("--cache")], "--cache", "q8_0/q8_0", "--ctx", "128", "--chunks",
+            "1", "--depths", "", "--threads", "2", "--passkey", "512,1024", "--passkey-depths",
+            "0.1,0.5,0.9", "--passkey-seed", "5", "--out", str(out)]
+    proc = tqllama_cli(args, cache)
+    assert proc.stderr is not None
+    asked = []
+    for line in proc.stderr:  # the progress lines, as they come
+        if line.startswith("  key "):
+            asked.append(line.split()[1])
+            break
+    proc.terminate()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    asked += [ln.split()[1] for ln in err.splitlines() if ln.startswith("  key ")]
+    assert 1 <= len(asked) < 6
+    assert [json.loads(line)["kind"] for line in _lines(out / "results.jsonl")] == ["base", "kld"]
+
+    again = tqllama_cli(args, cache)
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert f"{len(asked)} trials of this run already asked: going on" in err
+    rest = [ln.split()[1] for ln in err.splitlines() if ln.startswith("  key ")]
+    assert len(rest) == 6 - len(asked)
+    (record,) = [r for r in Store(out).load().values() if r.kind == "passkey"]
+    assert record.passkey is not None and record.passkey["tried"] == 6
+    assert [t["key"] for t in record.passkey["trials"]] == asked + rest
+    assert record.params["passkey_seed"] == 5
+    assert not list((out / "partial").glob("*"))  # the record replaced the kept trials

@@ -15,7 +15,7 @@ from tqllama.bench.plot import pareto_front
 from tqllama.bench.presets import PRESETS, preset
 from tqllama.bench.progress import Progress
 from tqllama.bench.runner import diagnose, run_logged
-from tqllama.bench.sweep import load_config, pairs_from, parse_depths
+from tqllama.bench.sweep import load_config, pairs_from, parse_depths, settings_from
 from tqllama.cachepair import CachePair
 from tqllama.errors import TqError
 from tqllama.proc import ToolError
@@ -180,8 +180,6 @@ def test_config_file_types_are_checked(tmp_path: Path):
 
 
 def test_preset_long_sets_context_and_passkey_but_options_win(tmp_path: Path):
-    from tqllama.bench.sweep import settings_from
-
     none = {"ctx": None, "chunks": None, "depths": None, "passkey": None,
             "passkey_depths": None, "passkey_keys": None}
     long = settings_from(None, (), "long", **none)
@@ -208,3 +206,44 @@ def test_bad_passkey_options_are_one_line(option: str, value: str):
     with pytest.raises(TqError, match=f"--{option.replace('_', '-')} must be") as err:
         settings_from(None, (), None, **{option: value})
     assert "\n" not in str(err.value)
+
+
+def test_passkey_seed_makes_other_runs_and_seed_0_keeps_the_stored_keys():
+    from tqllama.bench.store import FileRef
+    from tqllama.bench.sweep import Environment, SweepSettings, plan
+
+    env = Environment(perplexity=Path("llama-perplexity"), bench=Path("llama-bench"),
+                      build_id="b1", build_manifest=None, model=FileRef("/m.gguf", "ab" * 32),
+                      text=FileRef("/t.raw", "cd" * 32))
+    pair = CachePair("turbo4", "turbo4")
+
+    def passkey_run(seed: int):
+        s = SweepSettings(pairs=(pair,), depths=(), passkey=(2048, 8192), passkey_seed=seed)
+        (run,) = [r for r in plan(s, env)[1] if r.kind == "passkey"]
+        return run
+
+    plain, other = passkey_run(0), passkey_run(1)
+    assert "passkey_seed" not in plain.params  # the key of runs stored before the option
+    assert other.params["passkey_seed"] == 1 and other.key != plain.key
+    assert settings_from(None, (), None, passkey_seed=3).passkey_seed == 3
+
+
+def test_a_runs_parts_are_kept_until_its_record_replaces_them(tmp_path: Path):
+    from tqllama.bench.store import PARTIAL_DIR, FileRef, RunRecord, Store
+
+    store = Store(tmp_path)
+    assert store.parts("k1") == []
+    store.add_part("k1", {"trial": 1})
+    store.add_part("k1", {"trial": 2})
+    store.add_part("k2", {"trial": 9})
+    with (tmp_path / PARTIAL_DIR / "k1.jsonl").open("a") as fh:
+        fh.write('{"trial": 3, "answ')  # a write cut short by a crash: that trial never finished
+    assert store.parts("k1") == [{"trial": 1}, {"trial": 2}]
+    record = RunRecord(key="k1", kind="passkey", type_k="q8_0", type_v="q8_0", params={},
+                       command=[], build_id="b", build_manifest=None,
+                       model=FileRef("/m", "ab"), text=None, log="l", started="s", seconds=1.0)
+    store.append(record)
+    assert store.parts("k1") == [] and list(store.load()) == ["k1"]
+    assert store.parts("k2") == [{"trial": 9}]
+    store.drop_parts("k2")
+    assert store.parts("k2") == []

@@ -22,6 +22,26 @@ def test_trials_are_seeded_and_share_the_longest_prefixes() -> None:
     assert len(retrieval.trials([1024], [0.5], keys=4)) == 4
 
 
+def test_another_seed_draws_other_keys_at_the_same_places() -> None:
+    a, b = (retrieval.trials([1024, 4096], [0.1, 0.9], keys=2, seed=s) for s in (0, 1))
+    assert [t.label for t in a] == [t.label for t in b]
+    assert not {t.key for t in a} & {t.key for t in b}
+
+
+def test_outcomes_come_back_from_their_fields_for_the_trials_they_belong_to() -> None:
+    """A stopped run's kept outcomes are handed back as JSON fields: they revive as the
+    same outcomes of the same trials; a row no planned trial asks for is left out."""
+    planned = retrieval.trials([512, 1024], [0.1, 0.5])
+    outcomes = [retrieval.Outcome(t, f" {t.key}." if i else " the", 40 + i, 1016 - i,
+                                  None if i else -1.5) for i, t in enumerate(planned)]
+    rows = [retrieval.fields(o) for o in outcomes]
+    assert rows[0]["found"] is False and rows[1]["found"] is True
+    assert retrieval.from_fields(planned, rows) == outcomes
+    assert retrieval.from_fields(planned[:1], rows) == outcomes[:1]
+    other = retrieval.trials([512, 1024], [0.1, 0.5], seed=1)
+    assert retrieval.from_fields(other, rows) == []
+
+
 @pytest.mark.parametrize(("answer", "found"), [
     (" 15306. Remember it.", True), ("15306", True), (" the pass key.", False),
     (" 153061", False), (" 1530", False), ("", False), (" key 99999, no: 15306", False),
@@ -70,6 +90,35 @@ def test_passkey_through_llama_server(built_tools, model: Path, tmp_path: Path) 
     # a key found was greedy's first token: its margin over every other is positive
     for o in out:
         assert not o.found or (o.margin is not None and o.margin > 0), o
+
+
+@pytest.mark.slow
+def test_a_run_given_its_finished_trials_asks_only_the_others(built_tools, model: Path,
+                                                              tmp_path: Path) -> None:
+    """The outcomes of a stopped run, handed back, are kept as they were and not asked
+    again; each new outcome reaches on_outcome as it comes, and the server's log goes on."""
+    binary, log = Path(built_tools.binaries["llama-server"]), tmp_path / "server.log"
+    args = (["-ctk", "q8_0", "-ctv", "q8_0"], log, [512, 1024], [0.1, 0.9])
+    first: list[retrieval.Outcome] = []
+    full = retrieval.passkey(binary, model, *args, threads=2, seed=2, on_outcome=first.append)
+    assert first == full and len(full) == 4
+    started = log.read_text().count("listening on http")
+    kept = [retrieval.fields(o) for o in full[:2]]
+    kept[0]["answer"] = " 12345 (kept, not asked again)"
+    second: list[retrieval.Outcome] = []
+    resumed = retrieval.passkey(binary, model, *args, threads=2, seed=2, done=kept,
+                                on_outcome=second.append)
+    assert [o.trial for o in resumed] == [o.trial for o in full]
+    assert resumed[0].answer == kept[0]["answer"] and resumed[1] == full[1]
+    assert [o.trial for o in second] == [o.trial for o in full[2:]]
+    assert second == resumed[2:]
+    assert all(o.answer for o in second)
+    text = log.read_text()
+    assert text.count("listening on http") == started + 1
+    # everything in hand: no server at all
+    assert retrieval.passkey(binary, model, *args, seed=2, done=[
+        retrieval.fields(o) for o in resumed]) == resumed
+    assert log.read_text() == text
 
 
 def test_the_margin_is_the_answers_lead_over_the_likeliest_other_token() -> None:

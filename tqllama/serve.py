@@ -36,10 +36,12 @@ def post(url: str, body: dict, timeout: float = 3600) -> tuple[int, dict]:
 
 @contextmanager
 def serve(cmd: list[str], log: Path, health_url: str, timeout: float = 300,
-          env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+          env: dict[str, str] | None = None,
+          append: bool = False) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server until `health_url` answers 200; stop it on the way out. A server that
-    exits or never answers is a TqError quoting its log's last line."""
-    with log.open("w") as out:
+    exits or never answers is a TqError quoting its log's last line. Its output goes to
+    `log`, after what the file holds when `append`."""
+    with log.open("a" if append else "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + timeout
@@ -65,11 +67,11 @@ def serve(cmd: list[str], log: Path, health_url: str, timeout: float = 300,
 
 @contextmanager
 def server(binary: Path, model: Path, log: Path, *args: str,
-           env: dict[str, str] | None = None) -> Iterator[str]:
+           env: dict[str, str] | None = None, append: bool = False) -> Iterator[str]:
     """llama-server on a free loopback port (in `env`, this process's when None); yields its
     base URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), *args]
-    with serve(cmd, log, f"{url}/health", env=env):
+    with serve(cmd, log, f"{url}/health", env=env, append=append):
         yield url

@@ -14,13 +14,19 @@ llama-server's prompt cache then reads the longest prompt once and each shorter 
 its question only: one prefill per key, which is what makes the check cheap enough to run
 at 8K on a CPU. One key per prompt: a small model asked about one of several keys answers
 with the last one it read.
+
+Near the edge of what a model can retrieve, whether one key is found is one draw: a cache
+that loses one key may keep the next. Many keys (`keys` per depth, other draws with `seed`)
+say how often; each costs a prefill at the longest length, minutes at 8K on two cores, so
+the caller gets every outcome as it comes (`on_outcome`) and can hand the finished ones
+back (`done`) to go on where a stopped run ended.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,8 +122,10 @@ def first_token_margin(out: dict[str, Any], token: int) -> float | None:
     return top[token] - max(others) if others else None
 
 
-def run_trials(url: str, planned: Sequence[Trial]) -> list[Outcome]:
-    """The trials against one llama-server (one slot): prompts as token ids, greedy answers."""
+def run_trials(url: str, planned: Sequence[Trial],
+               on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """The trials against one llama-server (one slot): prompts as token ids, greedy answers;
+    `on_outcome` gets each outcome as it comes."""
     filler = _tokens(url, FILLER)
     hay = filler * (max(t.prompt for t in planned) // len(filler) + 1)
     question = _tokens(url, QUESTION)
@@ -140,23 +148,34 @@ def run_trials(url: str, planned: Sequence[Trial]) -> list[Outcome]:
                           f"{t.prompt}-token passkey prompt: its tokenizer and this prompt differ")
         outcomes.append(Outcome(t, out["content"], at, out["timings"]["prompt_n"],
                                 first_token_margin(out, firsts[t.key])))
+        if on_outcome is not None:
+            on_outcome(outcomes[-1])
     return outcomes
 
 
 def passkey(binary: Path, model: Path, cache_args: Sequence[str], log: Path,
             lengths: Sequence[int], depths: Sequence[float], keys: int = 1,
             threads: int | None = None, extra_args: Sequence[str] = (),
-            env: dict[str, str] | None = None) -> list[Outcome]:
+            env: dict[str, str] | None = None, seed: int = 0,
+            done: Sequence[dict[str, Any]] = (),
+            on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """All trials for one cache configuration (`-ctk ... -ctv ...` in `cache_args`; the
-    server's whole environment in `env`, this process's when None)."""
-    planned = trials(lengths, depths, keys)
-    # -lv 4: the log shows libllama's info lines (the KV cache's size and settings)
-    args = ["-c", str(max(lengths)), "-np", "1", "-fa", "on", "--no-warmup", "-lv", "4",
-            *cache_args, *extra_args]
-    if threads:
-        args += ["-t", str(threads)]
-    with server(binary, model, log, *args, env=env) as url:
-        return run_trials(url, planned)
+    server's whole environment in `env`, this process's when None), in the plan's order.
+    `done` holds the `fields` of outcomes already in hand: those trials are not asked again
+    (and the server's log goes on after the earlier one's); `on_outcome` gets each new one."""
+    planned = trials(lengths, depths, keys, seed)
+    finished = {o.trial: o for o in from_fields(planned, done)}
+    todo = [t for t in planned if t not in finished]
+    if todo:
+        # -lv 4: the log shows libllama's info lines (the KV cache's size and settings)
+        args = ["-c", str(max(lengths)), "-np", "1", "-fa", "on", "--no-warmup", "-lv", "4",
+                *cache_args, *extra_args]
+        if threads:
+            args += ["-t", str(threads)]
+        with server(binary, model, log, *args, env=env, append=bool(finished)) as url:
+            for outcome in run_trials(url, todo, on_outcome):
+                finished[outcome.trial] = outcome
+    return [finished[t] for t in planned]
 
 
 def summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
@@ -178,7 +197,26 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "read": sum(o.read for o in outcomes),
         "by_length": by_length,
         "min_margin": margins,
-        "trials": [{"length": o.trial.length, "depth": o.trial.depth, "key": o.trial.key,
-                    "position": o.position, "answer": o.answer, "found": o.found,
-                    "read": o.read, "margin": o.margin} for o in outcomes],
+        "trials": [fields(o) for o in outcomes],
     }
+
+
+def fields(outcome: Outcome) -> dict[str, Any]:
+    """One trial's outcome as JSON fields (the store's `trials`, a stopped run's partial file)."""
+    o = outcome
+    return {"length": o.trial.length, "depth": o.trial.depth, "key": o.trial.key,
+            "position": o.position, "answer": o.answer, "found": o.found, "read": o.read,
+            "margin": o.margin}
+
+
+def from_fields(planned: Sequence[Trial], rows: Sequence[dict[str, Any]]) -> list[Outcome]:
+    """The outcomes `fields` wrote, for the trials of `planned` they belong to (rows of other
+    trials are left out: a plan asked differently does not take them)."""
+    by_trial = {(t.length, t.depth, t.key): t for t in planned}
+    out = []
+    for row in rows:
+        trial = by_trial.get((row["length"], row["depth"], row["key"]))
+        if trial is not None:
+            out.append(Outcome(trial, row["answer"], row["position"], row["read"],
+                               row.get("margin")))
+    return out

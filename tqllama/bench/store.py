@@ -1,8 +1,9 @@
 """Append-only store of finished runs: one JSON line per run, raw logs kept beside.
 
 `<out>/results.jsonl` gets a line the moment a run finishes (written, flushed and synced
-before the next run starts), so an interrupted sweep loses at most the run in flight. A
-run's `key` hashes everything that determines its result; rerunning a key appends a new
+before the next run starts), so an interrupted sweep loses at most the run in flight (of a
+passkey run, the trial in flight: its finished trials wait in `<out>/partial/`). A run's
+`key` hashes everything that determines its result; rerunning a key appends a new
 line and the last line wins.
 """
 
@@ -24,6 +25,7 @@ from tqllama.errors import TqError
 
 RESULTS_FILE = "results.jsonl"
 LOGS_DIR = "logs"
+PARTIAL_DIR = "partial"  # the finished parts of runs in flight (a passkey run's trials)
 SCHEMA = 1
 
 
@@ -114,12 +116,32 @@ class Store:
         return self.logs / name
 
     def append(self, record: RunRecord) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(dataclasses.asdict(record), ensure_ascii=False)
-        with self.results.open("a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        _append_line(self.results, dataclasses.asdict(record))
+        self.drop_parts(record.key)
+
+    def _partial(self, key: str) -> Path:
+        return self.root / PARTIAL_DIR / f"{key}.jsonl"
+
+    def add_part(self, key: str, part: dict[str, Any]) -> None:
+        """Keep one finished part of run `key` (one passkey trial), so that a run stopped
+        midway goes on from there; the run's record, once appended, replaces them."""
+        _append_line(self._partial(key), part)
+
+    def drop_parts(self, key: str) -> None:
+        self._partial(key).unlink(missing_ok=True)
+
+    def parts(self, key: str) -> list[dict[str, Any]]:
+        """The parts of run `key` kept so far (a line cut short by a crash is left out)."""
+        path = self._partial(key)
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
 
     def load(self) -> dict[str, RunRecord]:
         """The latest record of every key, in the order keys first appeared."""
@@ -142,3 +164,12 @@ class Store:
                               f"{SCHEMA}: rerun the sweep into a new --out directory")
             records[record.key] = record
         return records
+
+
+def _append_line(path: Path, value: Any) -> None:
+    """One JSON line, written, flushed and synced before anything else runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(value, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -66,6 +66,7 @@ class SweepSettings:
     passkey: tuple[int, ...] = ()  # contexts the passkey trials fill (tokens); none: no check
     passkey_depths: tuple[float, ...] = (0.1, 0.5, 0.9)  # of the shortest context's prompt
     passkey_keys: int = 1  # keys per depth, each asked at every length
+    passkey_seed: int = 0  # which keys: another seed draws other numbers
     bin_dir: Path | None = None
     force: bool = False
     keep_going: bool = False
@@ -118,8 +119,8 @@ def pairs_from(preset_name: str | None, caches: Sequence[str]) -> tuple[CachePai
 _CONFIG_KEYS = {f for f in SweepSettings.__dataclass_fields__ if f != "pairs"} | {
     "preset", "caches"}
 _CONFIG_TYPES: dict[str, type] = {
-    **dict.fromkeys(("ctx", "chunks", "threads", "n_prompt", "n_gen", "reps", "passkey_keys"),
-                    int),
+    **dict.fromkeys(("ctx", "chunks", "threads", "n_prompt", "n_gen", "reps", "passkey_keys",
+                     "passkey_seed"), int),
     **dict.fromkeys(("model", "text", "backend", "out", "bin_dir", "preset"), str),
     **dict.fromkeys(("force", "keep_going"), bool),
     "caches": list,
@@ -376,6 +377,8 @@ def plan(settings: SweepSettings, env: Environment) -> tuple[Run, list[Run]]:
                "passkey_keys": s.passkey_keys, "threads": s.threads, "backend": s.backend,
                "filler": retrieval.FILLER, "needle": retrieval.NEEDLE,
                "question": retrieval.QUESTION}
+    if s.passkey_seed:  # in the key only when set: runs stored before it keep their keys
+        passkey["passkey_seed"] = s.passkey_seed
     server_id = sha256_file(env.server)[:16] if s.passkey and env.server else None
     for pair in s.pairs if s.passkey else ():
         key = _key(kind="passkey", **pair.key_fields(), build=env.build_id, server=server_id,
@@ -487,12 +490,27 @@ class Sweep:
         self.progress.end(run.label, seconds, summary)
 
     def _run_passkey(self, run: Run, log: Path) -> tuple[float, dict[str, Any]]:
+        """The pair's trials; each finished one is kept at once, and a run stopped midway
+        asks only the trials it had not finished (minutes each at 8K on a CPU)."""
         s, started = self.settings, time.monotonic()
         assert self.env.server is not None
+        if s.force:
+            self.store.drop_parts(run.key)
+        done = self.store.parts(run.key)
+        if done:
+            self.progress.note(f"{len(done)} trials of this run already asked: going on")
+
+        def keep(outcome: retrieval.Outcome) -> None:
+            self.store.add_part(run.key, retrieval.fields(outcome))
+            margin = "" if outcome.margin is None else f" ({outcome.margin:+.2f})"
+            self.progress.note(f"  key {outcome.trial.key} at {outcome.trial.label}: "
+                               f"{'found' if outcome.found else 'lost'}{margin}")
+
         outcomes = retrieval.passkey(
             self.env.server, Path(self.env.model.path),
             run.pair.args(), log, s.passkey, s.passkey_depths, s.passkey_keys,
-            threads=s.threads, extra_args=_backend_args(s), env=_environ(run.pair))
+            threads=s.threads, extra_args=_backend_args(s), env=_environ(run.pair),
+            seed=s.passkey_seed, done=done, on_outcome=keep)
         return time.monotonic() - started, {"passkey": retrieval.summary(outcomes)}
 
     def _run_parsed(self, run: Run, log: Path, parse: Callable[[str], Any],

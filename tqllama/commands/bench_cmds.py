@@ -64,6 +64,9 @@ def bench() -> None:
               "preset long: 0.5]")
 @click.option("--passkey-keys", type=int,
               help=f"keys per depth, each asked at every length [{_default('passkey_keys')}]")
+@click.option("--passkey-seed", type=int,
+              help="draw other key numbers (more keys beside a stored run's) "
+                   f"[{_default('passkey_seed')}]")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help=f"results directory [./{DEFAULT_OUT}]")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
