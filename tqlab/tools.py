@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tqllama.bench.logtext import ParseError
 from tqllama.bench.parse_perplexity import PerplexityResult, parse_perplexity
 
 
@@ -37,16 +36,9 @@ def tqllama_cli(args: list[str], cache: Path, environ: dict[str, str] | None = N
 def perplexity(binary: str, *args: str, env: dict[str, str] | None = None,
                ) -> tuple[PerplexityResult, str]:
     """One llama-perplexity run (verbosity 4: the KV cache line), parsed, with its stderr."""
-    for _ in range(3):
-        proc = run([binary, *args, "-t", "2", "-fa", "on", "-lv", "4"], env=env)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        try:
-            return parse_perplexity(proc.stdout + proc.stderr), proc.stderr
-        except ParseError:
-            # llama.cpp logs from a thread it does not join at exit: a run can lose its last
-            # lines (ggml-org/llama.cpp#22142); the same run again gives the same numbers
-            continue
-    raise AssertionError(f"three runs of {binary} lost the end of their output")
+    proc = run([binary, *args, "-t", "2", "-fa", "on", "-lv", "4"], env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return parse_perplexity(proc.stdout + proc.stderr), proc.stderr
 
 
 def kernel_sources(tree: Path, arch: str) -> list[Path]:
