@@ -516,9 +516,22 @@ class Sweep:
     def _run_parsed(self, run: Run, log: Path, parse: Callable[[str], Any],
                     command: list[str] | None = None) -> tuple[float, Any]:
         """Run a tool (the run's command unless another is given) with the pair's environment
-        and parse its log."""
-        seconds = run_logged(command or run.command, log, on_tick=self.progress.tick,
-                             env=_environ(run.pair))
+        and parse its log; once more when a successful run's log lacks its end.
+
+        Upstream's tools log from a thread that is not joined at exit
+        (ggml-org/llama.cpp#22142), so a run of a `--bin-dir` build can succeed and lose its
+        last lines (tqllama's own build prints them all: patch 0039); the rerun gives the
+        same numbers.
+        """
+        cmd, env = command or run.command, _environ(run.pair)
+        seconds = run_logged(cmd, log, on_tick=self.progress.tick, env=env)
+        try:
+            return seconds, _parse_log(log, parse)
+        except ParseError as exc:
+            if diagnose(log) is not None:
+                raise
+            self.progress.note(f"incomplete log ({exc}); running it again")
+        seconds = run_logged(cmd, log, on_tick=self.progress.tick, env=env)
         return seconds, _parse_log(log, parse)
 
     def _run_base(self, run: Run, log: Path) -> tuple[float, PerplexityResult]:
