@@ -1,21 +1,19 @@
 """`tqllama tune`: a cache policy for one model, from the measured sensitivity of its layers.
 
-The measure is per-layer KL divergence. For every layer, once for its K cache and once for
-its V cache, llama-perplexity runs with a policy that puts only that cache in the probe type
-(turbo4) and every other cache in q8_0, against the all-q8_0 cache's logits of the same
-text: what that one cache costs the model's output beyond q8_0. The reference is q8_0, not
-f16, because against f16 any rounding coarser than f16's pays a floor: one layer of
-SmolLM2 in bf16 moves its output by 0.003 KLD, all thirty by 0.004, q8_0 everywhere by
-0.004 (not the flash-attention path: f16 keys with f32 values take the quantized types'
-path and match f16 exactly; docs/BENCHMARKS.md, "What q8_0's loss is made of"). Against
-f16 every probe would pay that floor and drown the ranking of a model whose layers differ
-little; against q8_0 every cache has paid it already. One part of the floor stays: a cache
-with any turbo layer rotates all its quantized layers with D H D, one without with H, so
-each probe also re-rounds the q8_0 layers (about q8_0's own KLD, the same for every K
-probe and for every V probe: the ranking within K and within V is unchanged). Dropping the
-signs (TQLLAMA_TURBO_SIGNS=0) removes it but measures a turbo4 that no policy runs, and its
-policies did worse on SmolLM2 (docs/BENCHMARKS.md). One chunk of 512 tokens ranks the layers
-as a long run does (docs/BENCHMARKS.md, "Per-layer cache policies"). Other types are
+The measure is per-layer KL divergence on the model's exact weights. For every layer, once
+for its K cache and once for its V cache, llama-perplexity runs an F32 copy of the model
+(tqllama.exactweights) with a policy that puts only that cache in the probe type (turbo4)
+and every other cache in f16, against the f16 cache's logits of the same text: what that
+one cache costs the model's output. The copy is there because the quantized model itself
+cannot tell the caches apart: its matmuls round their activations to 8 bits, so any change
+to the cache re-rounds every later layer and costs a KLD set by where it enters, not by its
+size (SmolLM2-135M Q4_1: one layer's cache in bf16 costs 0.0038 at layer 0, as much as
+q8_0 in every layer; on the copy 1e-6). On the quantized model each probe paid that floor
+and a probe's own cost (about 0.0002 on SmolLM2) sank in its noise; on the copy SmolLM2's
+caches differ eighty-fold (docs/BENCHMARKS.md, "The floor is the weights' activation
+rounding"). The f16 cache is exact on the copy (f32 and f16 caches give the same logits),
+so it is the reference. One chunk of 512 tokens ranks the layers as a long run does
+(docs/BENCHMARKS.md, "Per-layer cache policies"). Other types are
 predicted from the probe's KLD by their quantization error: a cache's KLD grows in
 proportion to the mean squared error of its values (second order in a small
 perturbation), and the reference quantizers give that error for every type on rotated
@@ -53,6 +51,7 @@ from tqllama.bench.progress import Progress
 from tqllama.bench.runner import run_logged
 from tqllama.bench.sweep import build_fingerprint
 from tqllama.errors import TqError
+from tqllama.exactweights import exact_copy
 from tqllama.ggufinfo import read_gguf
 from tqllama.kvshape import ModelShape, model_shape
 from tqllama.plan import Settings, cells
@@ -61,7 +60,7 @@ from tqllama.source import sha256_file
 from tqllama.types import CACHE_TYPES
 
 PROBE = "turbo4"
-REFERENCE = "q8_0"  # every cache but the probed one, and the base logits (see above)
+REFERENCE = "f16"  # every cache but the probed one, and the base logits (see above)
 DEFAULT_TYPES = ("q8_0", "turbo4", "turbo3")
 
 
@@ -319,7 +318,7 @@ def measurements_path(perplexity: Path, model: Path, text: Path, ctx: int, chunk
     key = hashlib.sha256(json.dumps({
         "build": build_fingerprint([perplexity]), "model": sha256_file(model),
         "text": sha256_file(text), "ctx": ctx, "chunks": chunks, "probe": probe,
-        "reference": REFERENCE,
+        "reference": REFERENCE, "weights": "f32",
     }, sort_keys=True).encode()).hexdigest()[:24]
     return paths.cache_dir() / "tune" / f"{key}.json"
 
@@ -335,14 +334,17 @@ def load_measurements(path: Path) -> list[Sensitivity] | None:
 def _measured(perplexity: Path, model: Path, text: Path, probe: str, sides: str, *,
               eval_ctx: int, chunks: int, threads: int,
               progress: Progress | None) -> list[Sensitivity]:
-    """The kept measurements of `probe` in `sides`, or new ones (then kept); a side not
-    measured reads 0."""
+    """The kept measurements of `probe` in `sides`, or new ones made on the exact copy of
+    `model` (then kept); a side not measured reads 0."""
     stored = measurements_path(perplexity, model, text, eval_ctx, chunks,
                                probe if sides == "kv" else f"{probe} {sides}")
     sensitivity = load_measurements(stored)
     if sensitivity is None:
+        note = (progress or Progress()).note
+        weights = exact_copy(model, on_start=lambda: note(
+            f"writing an F32 copy of {model.name} to measure on (once per model)"))
         with tempfile.TemporaryDirectory(prefix="tqllama-tune-") as scratch:
-            klds = measure(perplexity, model, text, Path(scratch), ctx=eval_ctx, chunks=chunks,
+            klds = measure(perplexity, weights, text, Path(scratch), ctx=eval_ctx, chunks=chunks,
                            threads=threads, probe=probe, sides=sides, progress=progress)
         n_layer = max(il for il, _ in klds) + 1
         sensitivity = [Sensitivity(il, klds.get((il, "k"), 0.0), klds.get((il, "v"), 0.0))
