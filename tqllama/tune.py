@@ -10,7 +10,7 @@ to the cache re-rounds every later layer and costs a KLD set by where it enters,
 size (SmolLM2-135M Q4_1: one layer's cache in bf16 costs 0.0038 at layer 0, as much as
 q8_0 in every layer; on the copy 1e-6). On the quantized model each probe paid that floor
 and a probe's own cost (about 0.0002 on SmolLM2) sank in its noise; on the copy SmolLM2's
-caches differ eighty-fold (docs/BENCHMARKS.md, "The floor is the weights' activation
+caches differ seventy-fold (docs/BENCHMARKS.md, "The floor is the weights' activation
 rounding"). The f16 cache is exact on the copy (f32 and f16 caches give the same logits),
 so it is the reference. One chunk of 512 tokens ranks the layers as a long run does
 (docs/BENCHMARKS.md, "Per-layer cache policies"). Other types are
