@@ -72,6 +72,19 @@ def test_a_file_that_is_not_gguf_is_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(err.value) and "tqllama model fetch" in str(err.value)
 
 
+def test_a_tensor_type_without_a_dequantizer_is_one_line(tmp_path: Path) -> None:
+    writer = gguf.GGUFWriter(tmp_path / "m.gguf", "llama")
+    writer.add_tensor("rope_freqs.weight", np.arange(8, dtype=np.int32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(TqError) as err:
+        write_f32_copy(tmp_path / "m.gguf", tmp_path / "f32.gguf")
+    assert "\n" not in str(err.value) and "I32 tensors" in str(err.value)
+    assert not (tmp_path / "f32.gguf").exists()
+
+
 @pytest.mark.slow
 def test_on_the_copy_a_cache_costs_its_own_kld(built_tools, model: Path, text: Path,
                                                tmp_path: Path,

@@ -54,6 +54,14 @@ def write_f32_copy(model: Path, out: Path) -> None:
     except (OSError, ValueError) as exc:
         raise TqError(f"cannot read {model} as a GGUF file ({exc}): fetch it again with "
                       "tqllama model fetch") from None
+    for kind in {t.tensor_type for t in reader.tensors}:
+        size = gguf.GGML_QUANT_SIZES[kind][1]  # the bytes of one block
+        try:
+            gguf.quants.dequantize(np.zeros(size, np.uint8), kind)
+        except NotImplementedError:
+            raise TqError(f"{model.name} has {kind.name} tensors, which tqllama tune cannot "
+                          "turn into F32 to measure on: tune a copy of the model in another "
+                          "type") from None
     arch = reader.fields["general.architecture"].contents()
     writer = gguf.GGUFWriter(out, arch)
     for name, field in reader.fields.items():
