@@ -101,14 +101,14 @@ def test_trellis_cpu_quantizer_byte_exact(ggml: GgmlBase, ggml_cpu: GgmlCpu, nam
         assert got == want, "from_float " + _first_bad_block(got, want, ref.block_bytes)
 
 
-@pytest.mark.parametrize("name", list(TRELLIS))
-def test_trellis_cpu_dot_reads_the_reference_values(ggml_cpu: GgmlCpu, name: str) -> None:
+@pytest.mark.parametrize("name", [*TRELLIS, *(t for t in TURBO if not t.endswith("_qjl"))])
+def test_cpu_dot_reads_the_reference_values(ggml_cpu: GgmlCpu, name: str) -> None:
     """K . Q as flash attention computes it (the query in q8_0) is the dot product of the
     NumPy reference's values with that query, up to float rounding."""
     rng = np.random.default_rng(72)
     rows = random_rows(rng, 64, 256)
     queries = rng.standard_normal((64, 256)).astype(np.float32)
-    ref = TrellisQuant(name)
+    ref = TrellisQuant(name) if name in TRELLIS else reference(name)
     data = ref.quantize(rows)
     values = ref.dequantize(data, rows.size).reshape(rows.shape).astype(np.float64)
     q8 = baselines.q8_0(queries).astype(np.float64)

@@ -10,7 +10,7 @@ import numpy as np
 from tqllama.quant import qjl, tables, trellis
 from tqllama.quant.turbo import TurboQuantMSE, scale_from_code
 
-TURBO = {"turbo2": 2, "turbo3": 3, "turbo4": 4,
+TURBO = {"turbo2": 2, "turbo3": 3, "turbo4": 4, "turbo5": 5,
          "turbo2_qjl": 2, "turbo3_qjl": 3, "turbo4_qjl": 4}
 
 

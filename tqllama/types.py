@@ -44,6 +44,7 @@ TURBO3_QJL = 47
 TURBO4_QJL = 48
 TURBO2T = 50
 TURBO3T = 51
+TURBO5 = 52
 
 CACHE_TYPES: dict[str, CacheType] = {
     t.name: t
@@ -57,6 +58,7 @@ CACHE_TYPES: dict[str, CacheType] = {
         CacheType("q4_1", Q4_1, 5.0, 32),
         CacheType("q4_0", Q4_0, 4.5, 32),
         CacheType("iq4_nl", IQ4_NL, 4.5, 32),
+        CacheType("turbo5", TURBO5, 5.25, 64, turbo=True),
         CacheType("turbo4", TURBO4, 4.25, 64, turbo=True),
         CacheType("turbo3", TURBO3, 3.25, 64, turbo=True),
         CacheType("turbo2", TURBO2, 2.25, 64, turbo=True),

@@ -11,7 +11,7 @@ import numpy as np
 from tqllama.quant import baselines, trellis
 from tqllama.quant.turbo import TurboQuantMSE
 
-TURBO = ("turbo4", "turbo3", "turbo2")
+TURBO = ("turbo5", "turbo4", "turbo3", "turbo2")
 
 
 class Reference(NamedTuple):

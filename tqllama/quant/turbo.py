@@ -152,6 +152,8 @@ def unpack_bits(qh: np.ndarray) -> np.ndarray:
 
 def pack_indices(idx: np.ndarray, bits: int) -> np.ndarray:
     """(n, 2, 32) indices -> (n, payload bytes) in the FORMAT.md order for `bits`."""
+    if bits == 5:
+        return np.concatenate((pack_indices(idx & 15, 4), pack_bits(idx >> 4)), axis=1)
     if bits == 4:
         q = idx.reshape(-1, 2, 2, 16).astype(np.uint8)
         return (q[:, :, 0] | q[:, :, 1] << 4).reshape(-1, 32)
@@ -163,6 +165,8 @@ def pack_indices(idx: np.ndarray, bits: int) -> np.ndarray:
 
 
 def unpack_indices(payload: np.ndarray, bits: int) -> np.ndarray:
+    if bits == 5:
+        return unpack_indices(payload[:, :32], 4) | unpack_bits(payload[:, 32:40]) << 4
     if bits == 4:
         b = payload.reshape(-1, 2, 1, 16)
         return np.concatenate((b & 15, b >> 4), axis=2).reshape(-1, 2, 32)

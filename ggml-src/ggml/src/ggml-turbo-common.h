@@ -101,6 +101,12 @@ TURBO_FN uint32_t turbo_as_uint(float f) {
 
 typedef struct {
     uint16_t s;                  // shared exponent E (6 bits) + fine scale codes f0, f1 (5 bits each)
+    uint8_t  qs[QK_TURBO/2];     // low 4 bits of the 5-bit indices, turbo4's order
+    uint8_t  qh[QK_TURBO/8];     // bit 4, bit i of the 32-bit word of each sub-block
+} block_turbo5;
+
+typedef struct {
+    uint16_t s;                  // shared exponent E (6 bits) + fine scale codes f0, f1 (5 bits each)
     uint8_t  qs[QK_TURBO/2];     // 4-bit indices, q4_0 order per sub-block
 } block_turbo4;
 
@@ -155,6 +161,7 @@ typedef struct {
 // a _qjl key's sign term is g * <s, P(q)> = (64 g) * <s, S q>, and block_turbo_qjl_q holds S q
 #define TURBO_QJL_SCALE_SQ (TURBO_QJL_SCALE*QK_TURBO)
 
+TURBO_STATIC_ASSERT(sizeof(block_turbo5) == 42, "wrong turbo5 block size");
 TURBO_STATIC_ASSERT(sizeof(block_turbo4) == 34, "wrong turbo4 block size");
 TURBO_STATIC_ASSERT(sizeof(block_turbo3) == 26, "wrong turbo3 block size");
 TURBO_STATIC_ASSERT(sizeof(block_turbo2) == 18, "wrong turbo2 block size");
@@ -412,6 +419,10 @@ TURBO_FN int turbo4_index(TURBO_DEVICE const block_turbo4 * b, int i) {
     return (b->qs[16*(i >> 5) + (i & 15)] >> (4*((i >> 4) & 1))) & 15;
 }
 
+TURBO_FN int turbo5_index(TURBO_DEVICE const block_turbo5 * b, int i) {
+    return ((b->qs[16*(i >> 5) + (i & 15)] >> (4*((i >> 4) & 1))) & 15) | turbo_bit(b->qh, i) << 4;
+}
+
 TURBO_FN int turbo3_index(TURBO_DEVICE const block_turbo3 * b, int i) {
     return turbo_index_lo2(b->qs, i) | turbo_bit(b->qh, i) << 2;
 }
@@ -439,4 +450,5 @@ TURBO_DEQUANTIZE_FN(1)
 TURBO_DEQUANTIZE_FN(2)
 TURBO_DEQUANTIZE_FN(3)
 TURBO_DEQUANTIZE_FN(4)
+TURBO_DEQUANTIZE_FN(5)
 #undef TURBO_DEQUANTIZE_FN

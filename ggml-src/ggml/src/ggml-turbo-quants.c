@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
+static const turbo_codebook turbo_cb5 = { TURBO_CODEBOOK(5) };
 static const turbo_codebook turbo_cb4 = { TURBO_CODEBOOK(4) };
 static const turbo_codebook turbo_cb3 = { TURBO_CODEBOOK(3) };
 static const turbo_codebook turbo_cb2 = { TURBO_CODEBOOK(2) };
@@ -42,6 +43,20 @@ TURBO_QUANTIZE_BLOCK(turbo_quantize_block_with, cb->cbmax,
 static void turbo_sanitize_block(const float * GGML_RESTRICT xin, float * GGML_RESTRICT x) {
     for (int i = 0; i < QK_TURBO; ++i) {
         x[i] = turbo_sanitize(xin[i]);
+    }
+}
+
+void quantize_row_turbo5_ref(const float * GGML_RESTRICT x, block_turbo5 * GGML_RESTRICT y, int64_t k) {
+    quantize_row_turbo5_with(x, y, k, &turbo_search_ref);
+}
+
+void quantize_row_turbo5_with(const float * GGML_RESTRICT x, block_turbo5 * GGML_RESTRICT y, int64_t k, const turbo_search * search) {
+    assert(k % QK_TURBO == 0);
+    uint8_t idx[QK_TURBO];
+    for (int64_t ib = 0; ib < k/QK_TURBO; ++ib) {
+        y[ib].s = turbo_quantize_block_with(x + ib*QK_TURBO, idx, &turbo_cb5, search);
+        turbo_pack4(idx, y[ib].qs);
+        turbo_pack_bit(idx, 4, y[ib].qh);
     }
 }
 
@@ -99,6 +114,7 @@ storage void dequantize_row_turbo##B(const block_turbo##B * GGML_RESTRICT x, flo
 TURBO_DEQUANTIZE_ROW(, 2)
 TURBO_DEQUANTIZE_ROW(, 3)
 TURBO_DEQUANTIZE_ROW(, 4)
+TURBO_DEQUANTIZE_ROW(, 5)
 
 // turbo1: stage 1 of turbo2_qjl, never a cache type of its own
 static void quantize_row_turbo1_with(const float * GGML_RESTRICT x, block_turbo1 * GGML_RESTRICT y, int64_t k, const turbo_search * search) {
@@ -199,6 +215,7 @@ bool turbo_qjl_validate_row(enum ggml_type type, const void * data, size_t nbloc
 TURBO_QUANTIZE_CHUNK(turbo2, TURBO2)
 TURBO_QUANTIZE_CHUNK(turbo3, TURBO3)
 TURBO_QUANTIZE_CHUNK(turbo4, TURBO4)
+TURBO_QUANTIZE_CHUNK(turbo5, TURBO5)
 TURBO_QUANTIZE_CHUNK(turbo2_qjl, TURBO2_QJL)
 TURBO_QUANTIZE_CHUNK(turbo3_qjl, TURBO3_QJL)
 TURBO_QUANTIZE_CHUNK(turbo4_qjl, TURBO4_QJL)
@@ -208,6 +225,7 @@ bool ggml_is_turbo(enum ggml_type type) {
         case GGML_TYPE_TURBO2:
         case GGML_TYPE_TURBO3:
         case GGML_TYPE_TURBO4:
+        case GGML_TYPE_TURBO5:
         case GGML_TYPE_TURBO2_QJL:
         case GGML_TYPE_TURBO3_QJL:
         case GGML_TYPE_TURBO4_QJL:

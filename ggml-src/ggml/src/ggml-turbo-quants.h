@@ -89,14 +89,17 @@ extern "C" {
 void quantize_row_turbo2_with(const float * GGML_RESTRICT x, block_turbo2 * GGML_RESTRICT y, int64_t k, const turbo_search * search);
 void quantize_row_turbo3_with(const float * GGML_RESTRICT x, block_turbo3 * GGML_RESTRICT y, int64_t k, const turbo_search * search);
 void quantize_row_turbo4_with(const float * GGML_RESTRICT x, block_turbo4 * GGML_RESTRICT y, int64_t k, const turbo_search * search);
+void quantize_row_turbo5_with(const float * GGML_RESTRICT x, block_turbo5 * GGML_RESTRICT y, int64_t k, const turbo_search * search);
 
 void quantize_row_turbo2_ref(const float * GGML_RESTRICT x, block_turbo2 * GGML_RESTRICT y, int64_t k);
 void quantize_row_turbo3_ref(const float * GGML_RESTRICT x, block_turbo3 * GGML_RESTRICT y, int64_t k);
 void quantize_row_turbo4_ref(const float * GGML_RESTRICT x, block_turbo4 * GGML_RESTRICT y, int64_t k);
+void quantize_row_turbo5_ref(const float * GGML_RESTRICT x, block_turbo5 * GGML_RESTRICT y, int64_t k);
 
 void dequantize_row_turbo2(const block_turbo2 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
 void dequantize_row_turbo3(const block_turbo3 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
 void dequantize_row_turbo4(const block_turbo4 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
+void dequantize_row_turbo5(const block_turbo5 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
 
 void quantize_row_turbo2_qjl_with(const float * GGML_RESTRICT x, block_turbo2_qjl * GGML_RESTRICT y, int64_t k, const turbo_search * search);
 void quantize_row_turbo3_qjl_with(const float * GGML_RESTRICT x, block_turbo3_qjl * GGML_RESTRICT y, int64_t k, const turbo_search * search);
@@ -116,6 +119,7 @@ bool turbo_qjl_validate_row(enum ggml_type type, const void * data, size_t nbloc
 size_t quantize_turbo2(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
 size_t quantize_turbo3(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
 size_t quantize_turbo4(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
+size_t quantize_turbo5(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
 size_t quantize_turbo2_qjl(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
 size_t quantize_turbo3_qjl(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
 size_t quantize_turbo4_qjl(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);

@@ -13,6 +13,9 @@
 #define TURBO_XMAX 65504.0f
 #define TURBO_QJL_SCALE 0x1.3f98fcp-9f // docs/FORMAT-QJL.md
 
+#define TURBO5_CBMAX 127
+#define TURBO5_SEARCH_LO -1
+#define TURBO5_SEARCH_HI 7
 #define TURBO4_CBMAX 127
 #define TURBO4_SEARCH_LO -3
 #define TURBO4_SEARCH_HI 5
@@ -31,6 +34,15 @@ TURBO_TABLE_BEGIN(float, turbo_scale_mant, 16)
     0x1.306fep+0f, 0x1.3dea64p+0f, 0x1.4bfdaep+0f, 0x1.5ab07ep+0f,
     0x1.6a09e6p+0f, 0x1.7a1148p+0f, 0x1.8ace54p+0f, 0x1.9c4918p+0f,
     0x1.ae89fap+0f, 0x1.c199bep+0f, 0x1.d5818ep+0f, 0x1.ea4afap+0f,
+TURBO_TABLE_END()
+
+TURBO_TABLE_BEGIN(int8_t, kvalues_turbo5, 32)
+    -127, -104, -92, -81, -71, -63, -55, -48, -42, -36, -30, -24, -18, -13, -8, -3,
+    3, 8, 13, 18, 24, 30, 36, 42, 48, 55, 63, 71, 81, 92, 104, 127,
+TURBO_TABLE_END()
+TURBO_TABLE_BEGIN(float, kthresh_turbo5, 31)
+    -115.5f, -98.0f, -86.5f, -76.0f, -67.0f, -59.0f, -51.5f, -45.0f, -39.0f, -33.0f, -27.0f, -21.0f, -15.5f, -10.5f, -5.5f, 0.0f,
+    5.5f, 10.5f, 15.5f, 21.0f, 27.0f, 33.0f, 39.0f, 45.0f, 51.5f, 59.0f, 67.0f, 76.0f, 86.5f, 98.0f, 115.5f,
 TURBO_TABLE_END()
 
 TURBO_TABLE_BEGIN(int8_t, kvalues_turbo4, 16)

@@ -46,6 +46,7 @@ void quantize_row_##name(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, 
 TURBO_FROM_FLOAT(turbo2)
 TURBO_FROM_FLOAT(turbo3)
 TURBO_FROM_FLOAT(turbo4)
+TURBO_FROM_FLOAT(turbo5)
 TURBO_FROM_FLOAT(turbo2_qjl)
 TURBO_FROM_FLOAT(turbo3_qjl)
 TURBO_FROM_FLOAT(turbo4_qjl)
@@ -105,9 +106,10 @@ TURBO_VALUES(1)
 TURBO_VALUES(2)
 TURBO_VALUES(3)
 TURBO_VALUES(4)
+TURBO_VALUES(5)
 
-#define TURBO_VEC_DOT(name, nvalues, stage, nstage)                                               \
-GGML_TURBO_VEC_DOT_FN(ggml_vec_dot_##name##_q8_0_generic) {                                       \
+#define TURBO_VEC_DOT_Q8_0(fn, name)                                                              \
+GGML_TURBO_VEC_DOT_FN(fn) {                                                                       \
     GGML_TURBO_VEC_DOT_BEGIN(block_##name, block_q8_0);                                           \
     float sumf = 0.0f;                                                                            \
     int8_t w[QK_TURBO_SUB];                                                                       \
@@ -123,8 +125,9 @@ GGML_TURBO_VEC_DOT_FN(ggml_vec_dot_##name##_q8_0_generic) {                     
         }                                                                                         \
     }                                                                                             \
     *s = sumf;                                                                                    \
-}                                                                                                 \
-                                                                                                  \
+}
+
+#define TURBO_VEC_DOT_QJL(name, stage)                                                            \
 GGML_TURBO_VEC_DOT_FN(ggml_vec_dot_##name##_qjl_q_generic) {                                      \
     GGML_TURBO_VEC_DOT_BEGIN(block_##name##_qjl, block_turbo_qjl_q);                              \
     float sumf = 0.0f;                                                                            \
@@ -133,7 +136,7 @@ GGML_TURBO_VEC_DOT_FN(ggml_vec_dot_##name##_qjl_q_generic) {                    
         const block_##stage * m = &x[ib].mse;                                                     \
         for (int j = 0; j < 2; ++j) {                                                             \
             stage##_values(m, j, w);                                                              \
-            const int8_t * q = y[ib].q[j].qs;                                         \
+            const int8_t * q = y[ib].q[j].qs;                                                     \
             int sumi = 0;                                                                         \
             for (int i = 0; i < QK_TURBO_SUB; ++i) {                                              \
                 sumi += w[i]*q[i];                                                                \
@@ -148,9 +151,10 @@ GGML_TURBO_VEC_DOT_FN(ggml_vec_dot_##name##_qjl_q_generic) {                    
         sumf += GGML_CPU_FP16_TO_FP32(x[ib].rn)*TURBO_QJL_SCALE_SQ*sr;                            \
     }                                                                                             \
     *s = sumf;                                                                                    \
-}                                                                                                 \
-                                                                                                  \
-GGML_TURBO_VEC_MAD_FN(ggml_vec_mad_##name##_generic) {                                            \
+}
+
+#define TURBO_VEC_MAD(fn, name)                                                                   \
+GGML_TURBO_VEC_MAD_FN(fn) {                                                                       \
     const block_##name * GGML_RESTRICT x = (const block_##name *) vx;                             \
     int8_t w[QK_TURBO_SUB];                                                                       \
     for (int ib = 0; ib < n/QK_TURBO; ++ib, y += QK_TURBO) {                                      \
@@ -164,13 +168,23 @@ GGML_TURBO_VEC_MAD_FN(ggml_vec_mad_##name##_generic) {                          
     }                                                                                             \
 }
 
+#define TURBO_VEC_DOT(name, nvalues, stage, nstage)                                               \
+    TURBO_VEC_DOT_Q8_0(ggml_vec_dot_##name##_q8_0_generic, name)                                  \
+    TURBO_VEC_DOT_QJL(name, stage)                                                                \
+    TURBO_VEC_MAD(ggml_vec_mad_##name##_generic, name)
+
 GGML_TURBO_VEC_DOT_TYPES(TURBO_VEC_DOT)
+
+// turbo5 has no SIMD kernels yet: the generic ones under the public names
+TURBO_VEC_DOT_Q8_0(ggml_vec_dot_turbo5_q8_0, turbo5)
+TURBO_VEC_MAD(ggml_vec_mad_turbo5, turbo5)
 
 ggml_turbo_vec_mad_t ggml_turbo_get_vec_mad(enum ggml_type type) {
     switch (type) {
         case GGML_TYPE_TURBO2: return ggml_vec_mad_turbo2;
         case GGML_TYPE_TURBO3: return ggml_vec_mad_turbo3;
         case GGML_TYPE_TURBO4: return ggml_vec_mad_turbo4;
+        case GGML_TYPE_TURBO5: return ggml_vec_mad_turbo5;
         case GGML_TYPE_TURBO2T: return ggml_vec_mad_turbo2t;
         case GGML_TYPE_TURBO3T: return ggml_vec_mad_turbo3t;
         default:               return NULL;
