@@ -93,6 +93,9 @@ def test_relative_mse_orders_the_types() -> None:
     assert relative_mse("turbo4") < relative_mse("turbo3t") < relative_mse("turbo3")
     assert relative_mse("turbo3") < relative_mse("turbo2t") < relative_mse("turbo2")
     assert 0.0055 < relative_mse("turbo4") < 0.0065  # docs/REFERENCE.md: 0.00593
+    # turbo5: a quarter of turbo4's error for one bit more, below q5_0's at 5.5 bits
+    assert relative_mse("q8_0") < relative_mse("turbo5") < relative_mse("q5_0")
+    assert relative_mse("turbo5") < relative_mse("turbo4") / 3.5
 
 
 def test_relative_mse_of_a_type_without_reference_names_the_choices() -> None:
@@ -121,6 +124,17 @@ def test_choose_protects_the_sensitive_cache_within_the_budget(smollm2) -> None:
     assert richer.expected_kld < choice.expected_kld and richer.bits <= 5.0 + 1e-9
     floor = choose(_sens(30), shape, types, budget=3.25)
     assert {c.k for c in floor.layers} == {c.v for c in floor.layers} == {"turbo3"}
+
+
+def test_a_bit_goes_to_turbo5_before_four_go_to_q8_0(smollm2) -> None:
+    """Every cache alike: turbo5 removes three quarters of turbo4's loss for one bit, q8_0
+    nearly all of it for 4.25, so a budget of one bit more than turbo4 buys turbo5 everywhere."""
+    shape = model_shape(smollm2)
+    sens = [Sensitivity(il, 0.001, 0.001) for il in range(30)]
+    choice = choose(sens, shape, ("q8_0", "turbo5", "turbo4"), budget=5.25)
+    assert {c.k for c in choice.layers} == {c.v for c in choice.layers} == {"turbo5"}
+    without = choose(sens, shape, ("q8_0", "turbo4"), budget=5.25)
+    assert choice.expected_kld < 0.5 * without.expected_kld
 
 
 def test_keys_take_a_non_turbo_type_only_where_measured_cheap(smollm2) -> None:

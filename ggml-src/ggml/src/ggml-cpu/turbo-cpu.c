@@ -175,9 +175,8 @@ GGML_TURBO_VEC_MAD_FN(fn) {                                                     
 
 GGML_TURBO_VEC_DOT_TYPES(TURBO_VEC_DOT)
 
-// turbo5 has no SIMD kernels yet: the generic ones under the public names
-TURBO_VEC_DOT_Q8_0(ggml_vec_dot_turbo5_q8_0, turbo5)
-TURBO_VEC_MAD(ggml_vec_mad_turbo5, turbo5)
+TURBO_VEC_DOT_Q8_0(ggml_vec_dot_turbo5_q8_0_generic, turbo5)
+TURBO_VEC_MAD(ggml_vec_mad_turbo5_generic, turbo5)
 
 ggml_turbo_vec_mad_t ggml_turbo_get_vec_mad(enum ggml_type type) {
     switch (type) {

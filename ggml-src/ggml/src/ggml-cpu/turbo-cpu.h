@@ -41,7 +41,7 @@ void quantize_row_turbo_qjl_q(const float * GGML_RESTRICT x, void * GGML_RESTRIC
 GGML_TURBO_VEC_DOT_DECL(ggml_vec_dot_turbo2_q8_0);
 GGML_TURBO_VEC_DOT_DECL(ggml_vec_dot_turbo3_q8_0);
 GGML_TURBO_VEC_DOT_DECL(ggml_vec_dot_turbo4_q8_0);
-GGML_TURBO_VEC_DOT_FN(ggml_vec_dot_turbo5_q8_0); // generic only
+GGML_TURBO_VEC_DOT_DECL(ggml_vec_dot_turbo5_q8_0); // AVX2 only: the generic one elsewhere
 
 // K . Q for two-stage keys: stage 1 against the q8_0 query, the signs against S q
 GGML_TURBO_VEC_DOT_DECL(ggml_vec_dot_turbo2_qjl_q);
@@ -54,7 +54,7 @@ typedef GGML_TURBO_VEC_MAD_FN((*ggml_turbo_vec_mad_t));
 GGML_TURBO_VEC_MAD_DECL(ggml_vec_mad_turbo2);
 GGML_TURBO_VEC_MAD_DECL(ggml_vec_mad_turbo3);
 GGML_TURBO_VEC_MAD_DECL(ggml_vec_mad_turbo4);
-GGML_TURBO_VEC_MAD_FN(ggml_vec_mad_turbo5); // generic only
+GGML_TURBO_VEC_MAD_DECL(ggml_vec_mad_turbo5);
 
 // the fused V accumulator of a turbo or trellis type, NULL for any other type
 ggml_turbo_vec_mad_t ggml_turbo_get_vec_mad(enum ggml_type type);

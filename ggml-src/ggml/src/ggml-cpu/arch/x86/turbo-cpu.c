@@ -133,30 +133,49 @@ static inline __m256i turbo_idx_bit(const uint8_t * qh, char one) {
     return _mm256_and_si256(set, _mm256_set1_epi8(one));
 }
 
-static inline __m256i turbo_table(const int8_t * values, int n) {
-    int8_t t[16] = {0};
+// a codebook as pshufb tables: entries 0..15 in lo, 16..31 in hi (turbo5 only), zero-padded
+typedef struct {
+    __m256i lo, hi;
+} turbo_lut;
+
+static inline turbo_lut turbo_table(const int8_t * values, int n) {
+    int8_t t[32] = {0};
     memcpy(t, values, n);
-    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) t));
+    turbo_lut lut = {
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) t)),
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) (t + 16))),
+    };
+    return lut;
 }
 
-static inline __m256i turbo4_values(const block_turbo4 * x, int j, __m256i table) {
-    const __m128i b  = _mm_loadu_si128((const __m128i *) (x->qs + 16*j));
+// 16 bytes of 4-bit indices in q4_0's order -> 32 byte indices
+static inline __m256i turbo_idx4(const uint8_t * qs) {
+    const __m128i b  = _mm_loadu_si128((const __m128i *) qs);
     const __m128i m4 = _mm_set1_epi8(0x0f);
-    const __m256i idx = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m4), _mm_and_si128(b, m4));
-    return _mm256_shuffle_epi8(table, idx);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m4), _mm_and_si128(b, m4));
 }
 
-static inline __m256i turbo3_values(const block_turbo3 * x, int j, __m256i table) {
+static inline __m256i turbo5_values(const block_turbo5 * x, int j, turbo_lut table) {
+    const __m256i idx = turbo_idx4(x->qs + 16*j);
+    return _mm256_blendv_epi8(_mm256_shuffle_epi8(table.lo, idx), _mm256_shuffle_epi8(table.hi, idx),
+                              turbo_idx_bit(x->qh + 4*j, -1));
+}
+
+static inline __m256i turbo4_values(const block_turbo4 * x, int j, turbo_lut table) {
+    return _mm256_shuffle_epi8(table.lo, turbo_idx4(x->qs + 16*j));
+}
+
+static inline __m256i turbo3_values(const block_turbo3 * x, int j, turbo_lut table) {
     const __m256i idx = _mm256_or_si256(turbo_idx2(x->qs + 8*j), turbo_idx_bit(x->qh + 4*j, 4));
-    return _mm256_shuffle_epi8(table, idx);
+    return _mm256_shuffle_epi8(table.lo, idx);
 }
 
-static inline __m256i turbo1_values(const block_turbo1 * x, int j, __m256i table) {
-    return _mm256_shuffle_epi8(table, turbo_idx_bit(x->qs + 4*j, 1));
+static inline __m256i turbo1_values(const block_turbo1 * x, int j, turbo_lut table) {
+    return _mm256_shuffle_epi8(table.lo, turbo_idx_bit(x->qs + 4*j, 1));
 }
 
-static inline __m256i turbo2_values(const block_turbo2 * x, int j, __m256i table) {
-    return _mm256_shuffle_epi8(table, turbo_idx2(x->qs + 8*j));
+static inline __m256i turbo2_values(const block_turbo2 * x, int j, turbo_lut table) {
+    return _mm256_shuffle_epi8(table.lo, turbo_idx2(x->qs + 8*j));
 }
 
 static inline float turbo_hsum(__m256 v) {
@@ -205,10 +224,10 @@ static inline __m256 turbo_signed_sum(const uint8_t * qr, const uint16_t * p) {
     return sum;
 }
 
-#define TURBO_VEC_DOT(name, nvalues, stage, nstage)                                               \
+#define TURBO_VEC_DOT_Q8_0(name, nvalues)                                                         \
 GGML_TURBO_VEC_DOT_FN(ggml_vec_dot_##name##_q8_0) {                                               \
     GGML_TURBO_VEC_DOT_BEGIN(block_##name, block_q8_0);                                           \
-    const __m256i table = turbo_table(kvalues_##name, nvalues);                                   \
+    const turbo_lut table = turbo_table(kvalues_##name, nvalues);                                 \
     __m256 acc0 = _mm256_setzero_ps();                                                            \
     __m256 acc1 = _mm256_setzero_ps();                                                            \
     for (int ib = 0; ib < n/QK_TURBO; ++ib) {                                                     \
@@ -218,11 +237,12 @@ GGML_TURBO_VEC_DOT_FN(ggml_vec_dot_##name##_q8_0) {                             
         acc1 = _mm256_fmadd_ps(_mm256_set1_ps(turbo_scale(x[ib].s, 1)*GGML_CPU_FP16_TO_FP32(y[2*ib + 1].d)), _mm256_cvtepi32_ps(p1), acc1); \
     }                                                                                             \
     *s = turbo_hsum(_mm256_add_ps(acc0, acc1));                                                   \
-}                                                                                                 \
-                                                                                                  \
+}
+
+#define TURBO_VEC_DOT_QJL(name, stage, nstage)                                                   \
 GGML_TURBO_VEC_DOT_FN(ggml_vec_dot_##name##_qjl_q) {                                              \
     GGML_TURBO_VEC_DOT_BEGIN(block_##name##_qjl, block_turbo_qjl_q);                              \
-    const __m256i table = turbo_table(kvalues_##stage, nstage);                                   \
+    const turbo_lut table = turbo_table(kvalues_##stage, nstage);                                 \
     __m256 acc = _mm256_setzero_ps();                                                             \
     for (int ib = 0; ib < n/QK_TURBO; ++ib) {                                                     \
         const block_##stage * m = &x[ib].mse;                                                     \
@@ -233,11 +253,12 @@ GGML_TURBO_VEC_DOT_FN(ggml_vec_dot_##name##_qjl_q) {                            
         acc = _mm256_fmadd_ps(_mm256_set1_ps(GGML_CPU_FP16_TO_FP32(x[ib].rn)*TURBO_QJL_SCALE_SQ), turbo_signed_sum(x[ib].qr, y[ib].p), acc); \
     }                                                                                             \
     *s = turbo_hsum(acc);                                                                         \
-}                                                                                                 \
-                                                                                                  \
+}
+
+#define TURBO_VEC_MAD(name, nvalues)                                                              \
 GGML_TURBO_VEC_MAD_FN(ggml_vec_mad_##name) {                                                      \
     const block_##name * GGML_RESTRICT x = (const block_##name *) vx;                             \
-    const __m256i table = turbo_table(kvalues_##name, nvalues);                                   \
+    const turbo_lut table = turbo_table(kvalues_##name, nvalues);                                 \
     for (int ib = 0; ib < n/QK_TURBO; ++ib, y += QK_TURBO) {                                      \
         for (int j = 0; j < 2; ++j) {                                                             \
             const float d = turbo_scale(x[ib].s, j);                                              \
@@ -248,6 +269,13 @@ GGML_TURBO_VEC_MAD_FN(ggml_vec_mad_##name) {                                    
     }                                                                                             \
 }
 
+#define TURBO_VEC_DOT(name, nvalues, stage, nstage)                                               \
+    TURBO_VEC_DOT_Q8_0(name, nvalues)                                                             \
+    TURBO_VEC_DOT_QJL(name, stage, nstage)                                                        \
+    TURBO_VEC_MAD(name, nvalues)
+
 GGML_TURBO_VEC_DOT_TYPES(TURBO_VEC_DOT)
+TURBO_VEC_DOT_Q8_0(turbo5, 32)
+TURBO_VEC_MAD(turbo5, 32)
 
 #endif // defined(__AVX2__)
