@@ -56,8 +56,9 @@ def test_types_table():
     assert cache_type("turbo3").bits_per_value == 3.25
     assert cache_type("q8_0").ggml_id == 8 and cache_type("iq4_nl").ggml_id == 20
     assert cache_type("turbo2").compression_vs_f16 == pytest.approx(16 / 2.25)
+    assert cache_type("turbo5").ggml_id == 52 and cache_type("turbo5").bits_per_value == 5.25
     with pytest.raises(TqError, match="turbo4"):
-        cache_type("turbo5")
+        cache_type("turbo6")
 
 
 def test_depths():
