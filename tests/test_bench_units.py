@@ -41,6 +41,7 @@ def test_presets_use_known_types_and_hold_their_pairs():
     full = set(preset("full"))
     assert set(preset("default")) <= full and set(preset("asymmetric")) <= full
     assert CachePair("iq4_nl", "iq4_nl") in full
+    assert CachePair("turbo5", "turbo5") in set(preset("turbo5")) <= full
     with pytest.raises(TqError, match="default"):
         preset("nope")
 

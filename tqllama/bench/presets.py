@@ -46,6 +46,10 @@ _TRELLIS = _pairs(
 )
 
 
+# turbo5 (issue 21's step between turbo4 and q8_0) beside the types around it in bits.
+_TURBO5 = _pairs("q8_0/q8_0", "q5_0/q5_0", "turbo5/turbo5", "turbo5/turbo4", "turbo4/turbo4")
+
+
 def _union(*groups: tuple[CachePair, ...]) -> tuple[CachePair, ...]:
     return tuple(dict.fromkeys(p for group in groups for p in group))
 
@@ -53,10 +57,11 @@ def _union(*groups: tuple[CachePair, ...]) -> tuple[CachePair, ...]:
 PRESETS: dict[str, tuple[CachePair, ...]] = {
     "default": _DEFAULT,
     "asymmetric": _ASYMMETRIC,
-    "full": _union(_DEFAULT, _ASYMMETRIC, _pairs("iq4_nl/iq4_nl"), _QJL, _TRELLIS),
+    "full": _union(_DEFAULT, _ASYMMETRIC, _pairs("iq4_nl/iq4_nl"), _QJL, _TRELLIS, _TURBO5),
     "seed": _union(_SEED),
     "long": _LONG,
     "trellis": _TRELLIS,
+    "turbo5": _TURBO5,
 }
 
 # What a preset sets besides its pairs; an option given on the command line (or in --config)

@@ -46,59 +46,27 @@ static void turbo_sanitize_block(const float * GGML_RESTRICT xin, float * GGML_R
     }
 }
 
-void quantize_row_turbo5_ref(const float * GGML_RESTRICT x, block_turbo5 * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo5_with(x, y, k, &turbo_search_ref);
+// FORMAT.md steps 0-6 for each block of a row, then `pack`, a statement that packs the
+// block's indices idx into y[ib] (FORMAT.md "Index packing")
+#define TURBO_QUANTIZE_ROW(B, pack)                                                               \
+void quantize_row_turbo##B##_ref(const float * GGML_RESTRICT x, block_turbo##B * GGML_RESTRICT y, int64_t k) { \
+    quantize_row_turbo##B##_with(x, y, k, &turbo_search_ref);                                     \
+}                                                                                                 \
+                                                                                                  \
+void quantize_row_turbo##B##_with(const float * GGML_RESTRICT x, block_turbo##B * GGML_RESTRICT y, int64_t k, \
+                                  const turbo_search * search) {                                  \
+    assert(k % QK_TURBO == 0);                                                                    \
+    uint8_t idx[QK_TURBO];                                                                        \
+    for (int64_t ib = 0; ib < k/QK_TURBO; ++ib) {                                                 \
+        y[ib].s = turbo_quantize_block_with(x + ib*QK_TURBO, idx, &turbo_cb##B, search);          \
+        pack;                                                                                     \
+    }                                                                                             \
 }
 
-void quantize_row_turbo5_with(const float * GGML_RESTRICT x, block_turbo5 * GGML_RESTRICT y, int64_t k, const turbo_search * search) {
-    assert(k % QK_TURBO == 0);
-    uint8_t idx[QK_TURBO];
-    for (int64_t ib = 0; ib < k/QK_TURBO; ++ib) {
-        y[ib].s = turbo_quantize_block_with(x + ib*QK_TURBO, idx, &turbo_cb5, search);
-        turbo_pack4(idx, y[ib].qs);
-        turbo_pack_bit(idx, 4, y[ib].qh);
-    }
-}
-
-void quantize_row_turbo4_ref(const float * GGML_RESTRICT x, block_turbo4 * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo4_with(x, y, k, &turbo_search_ref);
-}
-
-void quantize_row_turbo4_with(const float * GGML_RESTRICT x, block_turbo4 * GGML_RESTRICT y, int64_t k, const turbo_search * search) {
-    assert(k % QK_TURBO == 0);
-    uint8_t idx[QK_TURBO];
-    for (int64_t ib = 0; ib < k/QK_TURBO; ++ib) {
-        y[ib].s = turbo_quantize_block_with(x + ib*QK_TURBO, idx, &turbo_cb4, search);
-        turbo_pack4(idx, y[ib].qs);
-    }
-}
-
-void quantize_row_turbo3_ref(const float * GGML_RESTRICT x, block_turbo3 * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo3_with(x, y, k, &turbo_search_ref);
-}
-
-void quantize_row_turbo3_with(const float * GGML_RESTRICT x, block_turbo3 * GGML_RESTRICT y, int64_t k, const turbo_search * search) {
-    assert(k % QK_TURBO == 0);
-    uint8_t idx[QK_TURBO];
-    for (int64_t ib = 0; ib < k/QK_TURBO; ++ib) {
-        y[ib].s = turbo_quantize_block_with(x + ib*QK_TURBO, idx, &turbo_cb3, search);
-        turbo_pack2(idx, y[ib].qs);
-        turbo_pack_bit(idx, 2, y[ib].qh);
-    }
-}
-
-void quantize_row_turbo2_ref(const float * GGML_RESTRICT x, block_turbo2 * GGML_RESTRICT y, int64_t k) {
-    quantize_row_turbo2_with(x, y, k, &turbo_search_ref);
-}
-
-void quantize_row_turbo2_with(const float * GGML_RESTRICT x, block_turbo2 * GGML_RESTRICT y, int64_t k, const turbo_search * search) {
-    assert(k % QK_TURBO == 0);
-    uint8_t idx[QK_TURBO];
-    for (int64_t ib = 0; ib < k/QK_TURBO; ++ib) {
-        y[ib].s = turbo_quantize_block_with(x + ib*QK_TURBO, idx, &turbo_cb2, search);
-        turbo_pack2(idx, y[ib].qs);
-    }
-}
+TURBO_QUANTIZE_ROW(5, (turbo_pack4(idx, y[ib].qs), turbo_pack_bit(idx, 4, y[ib].qh)))
+TURBO_QUANTIZE_ROW(4, turbo_pack4(idx, y[ib].qs))
+TURBO_QUANTIZE_ROW(3, (turbo_pack2(idx, y[ib].qs), turbo_pack_bit(idx, 2, y[ib].qh)))
+TURBO_QUANTIZE_ROW(2, turbo_pack2(idx, y[ib].qs))
 
 // FORMAT.md dequantization, a sub-block at a time (ggml-turbo-common.h)
 #define TURBO_DEQUANTIZE_ROW(storage, B)                                                          \
