@@ -78,10 +78,10 @@ def test_boundary_layers_keep_their_types_and_lower_the_kld(
 
 
 def test_unknown_boundary_type_is_one_line(built_tools, model: Path) -> None:
-    proc = run([built_tools.binaries["llama-perplexity"], "-m", str(model), "-ctkb", "turbo5"])
+    proc = run([built_tools.binaries["llama-perplexity"], "-m", str(model), "-ctkb", "turbo6"])
     assert proc.returncode != 0
-    lines = [ln for ln in proc.stderr.splitlines() if "turbo5" in ln]
-    assert len(lines) == 1 and "Unsupported cache type: turbo5 (valid: " in lines[0]
+    lines = [ln for ln in proc.stderr.splitlines() if "turbo6" in ln]
+    assert len(lines) == 1 and "Unsupported cache type: turbo6 (valid: " in lines[0]
     assert "turbo4, turbo3, turbo2" in lines[0]
     proc = run([built_tools.binaries["llama-perplexity"], "-m", str(model),
                 "--cache-boundary-layers", "-1"])
@@ -99,7 +99,7 @@ def test_llama_bench_runs_and_reports_boundary_layers(built_tools, model: Path) 
     fields = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
     assert {(f["cache_boundary_layers"], f["type_k_boundary"], f["type_v_boundary"])
             for f in fields} == {(2, "q8_0", "f16")}
-    bad = run([*cmd[:-2], "-ctkb", "turbo5"])
+    bad = run([*cmd[:-2], "-ctkb", "turbo6"])
     assert bad.returncode != 0
 
 

@@ -28,7 +28,7 @@ def broken(tmp_path: Path, how: str) -> tuple[Path, str]:
         path.write_text(text.replace(SMOLLM2_ID, "qwen2:24:896:2:64:151936:Qwen2.5 Coder"))
         return path, "the cache policy was made for the model 'qwen2:24:896:2:64:151936:Qwen2.5"
     if how == "unknown type":
-        path.write_text(text.replace("layer 3 turbo4", "layer 3 turbo5"))
-        return path, "unknown cache type 'turbo5' (make it again with tqllama tune)"
+        path.write_text(text.replace("layer 3 turbo4", "layer 3 turbo6"))
+        return path, "unknown cache type 'turbo6' (make it again with tqllama tune)"
     path.write_text(text[:text.index("layer 20")])
     return path, "ends early (no 'end' line): the file is truncated"
