@@ -38,7 +38,7 @@ def test_treatments_parse() -> None:
         assert Treatment.parse(spec).spec() == spec
 
 
-@pytest.mark.parametrize("spec", ["k=turbo5", "k=turbo4,x=1", "sink", "v="])
+@pytest.mark.parametrize("spec", ["k=turbo6", "k=turbo4,x=1", "sink", "v="])
 def test_bad_treatments_say_what_to_use(spec: str) -> None:
     with pytest.raises(TqError, match=r"k=TYPE|one of"):
         Treatment.parse(spec)

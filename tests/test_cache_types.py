@@ -168,9 +168,9 @@ def test_signs_can_be_switched_off(built_tools, model: Path, text: Path, base_lo
 @pytest.mark.parametrize("tool", ["llama-perplexity", "llama-server"])
 def test_unknown_cache_type_lists_valid_ones(built_tools, model: Path, tool: str) -> None:
     """At start-up, before the model is loaded (so no server ever listens)."""
-    proc = run([built_tools.binaries[tool], "-m", str(model), "-ctk", "turbo5"])
+    proc = run([built_tools.binaries[tool], "-m", str(model), "-ctk", "turbo6"])
     assert proc.returncode != 0
-    assert "Unsupported cache type: turbo5 (valid: " in proc.stderr
+    assert "Unsupported cache type: turbo6 (valid: " in proc.stderr
     assert "turbo4, turbo3, turbo2" in proc.stderr
 
 
