@@ -414,13 +414,18 @@ TURBO_FN int turbo_index_lo2(TURBO_DEVICE const uint8_t * qs, int i) {
     return (qs[8*(i >> 5) + (i & 7)] >> (2*((i >> 3) & 3))) & 3;
 }
 
+// the low four bits of index i (0..63) packed by turbo_pack4
+TURBO_FN int turbo_index_lo4(TURBO_DEVICE const uint8_t * qs, int i) {
+    return (qs[16*(i >> 5) + (i & 15)] >> (4*((i >> 4) & 1))) & 15;
+}
+
 // the codebook index of value i (0..63) of a block
 TURBO_FN int turbo4_index(TURBO_DEVICE const block_turbo4 * b, int i) {
-    return (b->qs[16*(i >> 5) + (i & 15)] >> (4*((i >> 4) & 1))) & 15;
+    return turbo_index_lo4(b->qs, i);
 }
 
 TURBO_FN int turbo5_index(TURBO_DEVICE const block_turbo5 * b, int i) {
-    return ((b->qs[16*(i >> 5) + (i & 15)] >> (4*((i >> 4) & 1))) & 15) | turbo_bit(b->qh, i) << 4;
+    return turbo_index_lo4(b->qs, i) | turbo_bit(b->qh, i) << 4;
 }
 
 TURBO_FN int turbo3_index(TURBO_DEVICE const block_turbo3 * b, int i) {
