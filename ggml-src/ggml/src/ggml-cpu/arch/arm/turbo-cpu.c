@@ -55,9 +55,6 @@ static void turbo_thresh_neon(const turbo_codebook * cb, float32x4_t * thresh) {
 
 // the candidates 4 per vector
 int ggml_turbo_best_code(const float * xs, int k_ref, const turbo_codebook * cb) {
-    if (cb->n > 16) {
-        return ggml_turbo_best_code_generic(xs, k_ref, cb); // turbo5: past the 16-entry lookup
-    }
     ggml_turbo_candidates c;
     ggml_turbo_candidates_init(&c, k_ref, cb);
     float32x4_t thresh[15];
@@ -88,10 +85,6 @@ int ggml_turbo_best_code(const float * xs, int k_ref, const turbo_codebook * cb)
 }
 
 void ggml_turbo_indices(const float * xs, float inv, const turbo_codebook * cb, uint8_t * idx) {
-    if (cb->n > 16) {
-        ggml_turbo_indices_generic(xs, inv, cb, idx); // turbo5: 31 thresholds
-        return;
-    }
     float32x4_t thresh[15];
     turbo_thresh_neon(cb, thresh);
 

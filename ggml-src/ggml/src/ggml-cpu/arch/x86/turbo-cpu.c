@@ -56,9 +56,6 @@ static inline __m256 turbo_lookup(__m256i idx, __m256 lo, __m256 hi) {
 
 // the candidates 8 per vector
 int ggml_turbo_best_code(const float * xs, int k_ref, const turbo_codebook * cb) {
-    if (cb->n > 16) {
-        return ggml_turbo_best_code_generic(xs, k_ref, cb); // turbo5: past the 16-entry lookup
-    }
     ggml_turbo_candidates c;
     ggml_turbo_candidates_init(&c, k_ref, cb);
     __m256 thresh[15];
@@ -91,10 +88,6 @@ int ggml_turbo_best_code(const float * xs, int k_ref, const turbo_codebook * cb)
 }
 
 void ggml_turbo_indices(const float * xs, float inv, const turbo_codebook * cb, uint8_t * idx) {
-    if (cb->n > 16) {
-        ggml_turbo_indices_generic(xs, inv, cb, idx); // turbo5: 31 thresholds
-        return;
-    }
     __m256 thresh[15];
     turbo_thresh_avx2(cb, thresh);
 
