@@ -8,8 +8,8 @@
 #      own too: some must have run) and every MUL_MAT_SIGNED_HADAMARD case (the turbo
 #      rotation) passes;
 #   2. measures KLD on SmolLM2 against the f16 cache of the same device (-c 512), on the GPU
-#      and on the CPU of the same binary (-dev none), for q8_0, q4_0, turbo4, turbo3t and
-#      turbo2t; GPU within 5% of the CPU, or the diagnosis rows say whose the gap is: q8_0
+#      and on the CPU of the same binary (-dev none), for q8_0, q4_0, turbo4, turbo5, turbo3t
+#      and turbo2t; GPU within 5% of the CPU, or the diagnosis rows say whose the gap is: q8_0
 #      without upstream's rotation (LLAMA_ATTN_ROT_DISABLE=1), the f16 cache without flash
 #      attention against the f16 base (the flash-attention kernel's own error), and, with
 #      UPSTREAM_BIN (a CUDA build of the unpatched pinned tree), upstream's q8_0 and q4_0
@@ -19,7 +19,7 @@
 #      bars (ratios in one sitting):
 #      tg128 @ d32768 turbo4 >= 1.0x q8_0 and >= 0.9x f16, tg128 @ d0 turbo4 >= 0.9x q8_0,
 #      q8_0/turbo4 >= 1.0x q8_0 at d32768, pp512 @ d32768 turbo4 >= 0.9x q8_0;
-#   4. checks that the mixed pairs q8_0/turbo4 and turbo4/turbo3 and the trellis pair
+#   4. checks that the mixed pairs q8_0/turbo4, turbo4/turbo3 and turbo5/turbo4 and the trellis pair
 #      turbo3t/turbo3t run whole on the GPU (as many graph splits as q8_0/q8_0), and that a
 #      pair this build has no kernel for (turbo4/q4_0) is named in one warning line instead
 #      of falling back to the CPU silently.
@@ -109,7 +109,7 @@ base() { # base BIN FILE [args]: the f16 cache's logits
 : > "$OUT/kld.txt"
 base "$BIN" "$OUT/base-gpu.kld" -fa on -ngl 99
 base "$BIN" "$OUT/base-cpu.kld" -fa on -dev none
-for t in q8_0 q4_0 turbo4 turbo3t turbo2t; do
+for t in q8_0 q4_0 turbo4 turbo5 turbo3t turbo2t; do
     kld "gpu-$t" "$BIN" "$OUT/base-gpu.kld" "$t" "$t" -fa on -ngl 99
     kld "cpu-$t" "$BIN" "$OUT/base-cpu.kld" "$t" "$t" -fa on -dev none
 done
@@ -135,6 +135,7 @@ splits() { # splits CTK CTV: the graph splits llama.cpp reports for that pair on
     echo "splits-q8_0=$(splits q8_0 q8_0)"
     echo "splits-q8_0-turbo4=$(splits q8_0 turbo4)"
     echo "splits-turbo4-turbo3=$(splits turbo4 turbo3)"
+    echo "splits-turbo5-turbo4=$(splits turbo5 turbo4)"
     echo "splits-turbo3t-turbo3t=$(splits turbo3t turbo3t)"
     splits turbo4 q4_0 > /dev/null
     echo "warned-turbo4-q4_0=$(grep -c "Flash Attention is on, but layer" "$OUT/splits-turbo4-q4_0.txt" || true)"
@@ -173,7 +174,7 @@ print()
 print("| KLD vs own f16 cache | GPU | CPU | GPU / CPU |")
 print("|---|---|---|---|")
 rows = [(name, kld.get(f"gpu-{name}"), kld.get(f"cpu-{name}"))
-        for name in ("q8_0", "q4_0", "turbo4", "turbo3t", "turbo2t", "f16-fa-off")]
+        for name in ("q8_0", "q4_0", "turbo4", "turbo5", "turbo3t", "turbo2t", "f16-fa-off")]
 rows += [(f"upstream {t}", kld.get(f"upstream-gpu-{t}"), kld.get(f"upstream-cpu-{t}"))
          for t in ("q8_0", "q4_0")]
 for name, g, c in rows:
@@ -186,7 +187,7 @@ def r(a, b, test, d):
     return x / y if x and y else float("nan")
 
 checks = [("test-backend-ops: every turbo (trellis too) and signed-Hadamard case passes on CUDA0", tbo_ok)]
-for t in ("q8_0", "q4_0", "turbo4", "turbo3t", "turbo2t"):
+for t in ("q8_0", "q4_0", "turbo4", "turbo5", "turbo3t", "turbo2t"):
     rel = abs(kld[f"gpu-{t}"] / kld[f"cpu-{t}"] - 1)
     checks.append((f"{t} KLD GPU within 5% of the CPU: {rel:.1%}", rel <= 0.05))
 bars = [("turbo4/turbo4", "q8_0/q8_0", "tg128", 32768, 1.0), ("turbo4/turbo4", "f16/f16", "tg128", 32768, 0.9),
@@ -195,7 +196,7 @@ bars = [("turbo4/turbo4", "q8_0/q8_0", "tg128", 32768, 1.0), ("turbo4/turbo4", "
 for a, b, test, d, bar in bars:
     x = r(a, b, test, d)
     checks.append((f"{test} @ d{d} {a} / {b} = {x:.3f} >= {bar}", x >= bar))
-for p in ("q8_0-turbo4", "turbo4-turbo3", "turbo3t-turbo3t"):
+for p in ("q8_0-turbo4", "turbo4-turbo3", "turbo5-turbo4", "turbo3t-turbo3t"):
     checks.append((f"{p.replace('-', '/')} runs whole on the GPU: {split[f'splits-{p}']} splits "
                    f"(q8_0/q8_0: {split['splits-q8_0']})", split[f"splits-{p}"] == split["splits-q8_0"]))
 checks.append(("turbo4/q4_0 (no CUDA kernel) is named in one warning line",

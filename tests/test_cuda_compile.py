@@ -2,12 +2,13 @@
 
 No GPU is needed. nvcc compiles, with ggml-cuda's flags, for sm_90 and sm_86 (to SASS):
 ggml-cuda/turbo.cu, and the turbo flash-attention vec instances cut to one head size each
-(turbo2/turbo3 at 64, turbo3/turbo4 at 128, turbo4/turbo2 at 256: every plain turbo type as
-K and as V, every head size; turbo2_qjl/q8_0 at 64 and turbo4_qjl/turbo3 at 128: the _qjl
-keys' projected query); for sm_90 ggml-cuda/trellis.cu (the turbo2t/turbo3t quantizer) and
-the trellis vec instances turbo3t/turbo3t at 128 and turbo2t/turbo2t at 64 (each trellis
-type as K and as V); and for compute_90 (to PTX) the upstream files that the CUDA patches
-hook the turbo and trellis types into. What the device code computes is tests/test_cuda_warp.py's
+(turbo2/turbo3 at 64, turbo3/turbo4 at 128, turbo4/turbo2 at 256, turbo5/turbo5 at 128:
+every plain turbo type as K and as V, every head size; turbo2_qjl/q8_0 at 64 and
+turbo4_qjl/turbo3 at 128: the _qjl keys' projected query); for sm_90
+ggml-cuda/trellis.cu (the turbo2t/turbo3t quantizer) and the trellis vec instances
+turbo3t/turbo3t at 128 and turbo2t/turbo2t at 64 (each trellis type as K and as V); and for
+compute_90 (to PTX) the upstream files that the CUDA patches hook the turbo and trellis
+types into. What the device code computes is tests/test_cuda_warp.py's
 check (on the CPU); running the kernels is ci/cuda-check.sh's, on an NVIDIA GPU.
 
 Needs nvcc and the cuBLAS headers (every ggml-cuda source includes cublas_v2.h): the CUDA
@@ -44,7 +45,7 @@ ARCHS = ("90", "86")
 CUDA_DIR = Path("ggml/src/ggml-cuda")
 # (head size, instance file): the line of that head size is taken from each generated file
 FA_CUTS = ((64, "turbo2-turbo3"), (128, "turbo3-turbo4"), (256, "turbo4-turbo2"),
-           (64, "turbo2_qjl-q8_0"), (128, "turbo4_qjl-turbo3"))
+           (128, "turbo5-turbo5"), (64, "turbo2_qjl-q8_0"), (128, "turbo4_qjl-turbo3"))
 # the trellis types' (turbo2t, turbo3t): sm_90 only, their own translation unit
 FA_CUTS_TRELLIS = ((128, "turbo3t-turbo3t"), (64, "turbo2t-turbo2t"))
 # The upstream files the turbo types are hooked into: convert, get_rows, cpy, set_rows,
@@ -52,7 +53,7 @@ FA_CUTS_TRELLIS = ((128, "turbo3t-turbo3t"), (64, "turbo2t-turbo2t"))
 HOOKED_SOURCES = ("convert.cu", "getrows.cu", "cpy.cu", "set-rows.cu", "fattn.cu", "ggml-cuda.cu")
 # fattn.cu reads one GGML_CUDA_FA_<K>_<V> per pair, which cmake's GGML_CUDA_FA_QUANTS sets
 FA_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "BF16", "F16", "TURBO2", "TURBO3", "TURBO4",
-            "TURBO2_QJL", "TURBO3_QJL", "TURBO4_QJL", "TURBO2T", "TURBO3T")
+            "TURBO5", "TURBO2_QJL", "TURBO3_QJL", "TURBO4_QJL", "TURBO2T", "TURBO3T")
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +119,8 @@ def test_hooked_upstream_sources_compile(tree: Path, name: str, tmp_path: Path) 
 def test_cuda_build_configures(tree: Path, tmp_path: Path) -> None:
     """`tqllama build --backend cuda`'s cmake arguments configure the tree as they are: cuBLAS
     found (from the wheel where the toolkit lacks it), the driver library or, on a machine
-    without a GPU driver (this one), GGML_CUDA_NO_VMM, and the 43 turbo vec instances (21
-    plain pairs, 15 with a _qjl key, 7 with a trellis type) and turbo.cu and trellis.cu in
+    without a GPU driver (this one), GGML_CUDA_NO_VMM, and the 57 turbo vec instances (32
+    plain pairs, 18 with a _qjl key, 7 with a trellis type) and turbo.cu and trellis.cu in
     the build by default."""
     args = build_mod.cmake_config_args("cuda", False)
     assert ("-DGGML_CUDA_NO_VMM=ON" in args) == (not build_mod.cuda_driver_found())
@@ -129,8 +130,8 @@ def test_cuda_build_configures(tree: Path, tmp_path: Path) -> None:
     ninja_or_make = "\n".join(p.read_text() for p in (tmp_path / "build").rglob("build.make"))
     ninja_or_make += "\n".join(p.read_text() for p in (tmp_path / "build").glob("build.ninja"))
     instances = set(re.findall(r"fattn-vec-instance-([a-z0-9_]+-[a-z0-9_]+)\.cu", ninja_or_make))
-    assert len({i for i in instances if "turbo" in i}) == 43
-    assert len({i for i in instances if "qjl" in i}) == 15
+    assert len({i for i in instances if "turbo" in i}) == 57
+    assert len({i for i in instances if "qjl" in i}) == 18
     assert len({i for i in instances if re.search(r"turbo[23]t", i)}) == 7
     assert "ggml-cuda/turbo.cu" in ninja_or_make
     assert "ggml-cuda/trellis.cu" in ninja_or_make

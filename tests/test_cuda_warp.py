@@ -43,9 +43,7 @@ from tqllama.quant.trellis import TrellisQuant
 pytestmark = pytest.mark.slow  # the patched tree (for ggml.h), a 10 s compile
 
 HERE = Path(__file__).parent
-# turbo5 has no CUDA kernels yet: the CUDA backend declines it (supports_op)
-CUDA_TURBO = [t for t in TURBO if t != "turbo5"]
-PLAIN = [t for t in CUDA_TURBO if not t.endswith("_qjl")]
+PLAIN = [t for t in TURBO if not t.endswith("_qjl")]
 # emulator -> (the ggml/src headers, the ggml-cuda headers) it compiles
 EMULATORS = {
     "turbo": (("ggml-turbo-common.h", "ggml-turbo-tables.h"), ("turbo.cuh", "turbo-warp.cuh")),
@@ -111,7 +109,7 @@ def first_bad_block(got: bytes, want: bytes, size: int) -> str:
     return f"block {bad // size}: {got[bad:bad + size].hex()} != {want[bad:bad + size].hex()}"
 
 
-@pytest.mark.parametrize("name", CUDA_TURBO)
+@pytest.mark.parametrize("name", list(TURBO))
 def test_quantize_matches_reference(emulator: Path, name: str) -> None:
     """SET_ROWS / CPY F32 -> turbo: the reference's bytes, on the rows where another float
     order, tie rule or scale search would show."""
@@ -139,7 +137,7 @@ def some_blocks(name: str, rng: np.random.Generator) -> bytes:
     return ref.quantize(random_rows(rng, 300, 64)) + noise.tobytes()
 
 
-@pytest.mark.parametrize("name", CUDA_TURBO)
+@pytest.mark.parametrize("name", list(TURBO))
 def test_dequantize_matches_reference(emulator: Path, name: str) -> None:
     """The converters, GET_ROWS and CPY -> F32: dequantize_turbo for the plain types, the
     warp dequantizer (a value needs its whole block) for the _qjl types."""
@@ -172,7 +170,7 @@ def q8_1(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("head", [64, 128, 256])
-@pytest.mark.parametrize("name", CUDA_TURBO)
+@pytest.mark.parametrize("name", list(TURBO))
 def test_fa_vec_dot_matches_reference(emulator: Path, name: str, head: int) -> None:
     """K . (scale q) of the vec kernel: stage 1 against the q8_1 query, plus for _qjl keys
     g * <signs, P(scale q)> with the projection computed once per query. Exact arithmetic

@@ -45,7 +45,7 @@ from tqllama.quant.turbo import TurboQuantMSE
 
 HERE = Path(__file__).parent
 SHIM = HERE / "metal" / "shim"
-BITS = (2, 3, 4)
+BITS = (2, 3, 4, 5)
 
 
 def _gxx() -> str:
@@ -295,7 +295,7 @@ def syntax_check(ggml_src: Path, source: Path, kernels: Path | None = None) -> s
     return "" if run.returncode == 0 else run.stderr
 
 
-@pytest.mark.slow  # about 10 s: six libraries, 270 flash-attention instantiations
+@pytest.mark.slow  # about 10 s: six libraries, 336 flash-attention instantiations
 def test_turbo_metal_libraries_type_check(ggml_tree: Path, tmp_path: Path) -> None:
     kernels = kernels_for_gxx(ggml_tree / "ggml-metal" / "kernels", tmp_path / "kernels")
     libs = turbo_libraries(kernels)

@@ -73,6 +73,7 @@ int main(int argc, char ** argv) {
         {"turbo2",     emu_run<turbo_emu<GGML_TYPE_TURBO2>>},
         {"turbo3",     emu_run<turbo_emu<GGML_TYPE_TURBO3>>},
         {"turbo4",     emu_run<turbo_emu<GGML_TYPE_TURBO4>>},
+        {"turbo5",     emu_run<turbo_emu<GGML_TYPE_TURBO5>>},
         {"turbo2_qjl", emu_run<turbo_emu<GGML_TYPE_TURBO2_QJL>>},
         {"turbo3_qjl", emu_run<turbo_emu<GGML_TYPE_TURBO3_QJL>>},
         {"turbo4_qjl", emu_run<turbo_emu<GGML_TYPE_TURBO4_QJL>>},

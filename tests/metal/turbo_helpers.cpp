@@ -62,6 +62,7 @@ int main(int argc, char ** argv) {
         case 2: return run(argv[2], quantize_turbo2, turbo2_dequantize);
         case 3: return run(argv[2], quantize_turbo3, turbo3_dequantize);
         case 4: return run(argv[2], quantize_turbo4, turbo4_dequantize);
+        case 5: return run(argv[2], quantize_turbo5, turbo5_dequantize);
         default:
             std::fprintf(stderr, "no turbo type with %s bits\n", argv[1]);
             return 2;

@@ -21,8 +21,8 @@ from tqllama.tune import DEFAULT_TYPES, PROBE, plot, table, tune
               "with --ctx")
 @click.option("--ctx", type=int, help="the context --memory must hold (-c)")
 @click.option("--types", default=",".join(DEFAULT_TYPES), show_default=True,
-              help="the types a layer's K or V may get; add turbo5 for a CPU build (no GPU "
-                   "kernels yet)")
+              help="the types a layer's K or V may get; add turbo5 for the best policies "
+                   "(its GPU kernels have not yet run on a GPU)")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="the policy file to write")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),

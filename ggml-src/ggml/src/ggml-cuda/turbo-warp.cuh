@@ -97,6 +97,18 @@ static __device__ int turbo_cuda_search(const float x0, const float x1, const in
     return turbo_clamp_k(k_ref + lo + best_c);
 }
 
+// the high bit of idx[i] (turbo3's third, turbo5's fifth) = bit i of the little-endian word
+// qh[4j .. 4j+3]; lane l's h0, h1: the bits of values l and l + 32
+static __device__ __forceinline__ void turbo_cuda_pack_high_bit(uint8_t * __restrict__ qh, const int h0, const int h1) {
+    const int      lane = threadIdx.x % WARP_SIZE;
+    const uint32_t b0   = __ballot_sync(TURBO_FULL_MASK, h0);
+    const uint32_t b1   = __ballot_sync(TURBO_FULL_MASK, h1);
+    if (lane < 4) {
+        qh[lane]     = (uint8_t) (b0 >> 8*lane);
+        qh[4 + lane] = (uint8_t) (b1 >> 8*lane);
+    }
+}
+
 // steps 1-6 for one block whose sanitized values l, l + 32 lane l holds (x0, x1); the lane's
 // dequantized values come back in m0, m1 (FORMAT.md dequantization: d_j * value, 0 * value
 // for a zero sub-block), which a _qjl block's residual starts from
@@ -131,13 +143,18 @@ static __device__ void turbo_cuda_quantize_stage_warp(const float x0, const floa
     if (lane == 0) {
         y->s = s;
     }
-    if constexpr (bits == 4) {
-        // qs[16j + l] = idx[l] | idx[l + 16] << 4
-        const int hi0 = __shfl_down_sync(TURBO_FULL_MASK, idx0, 16);
-        const int hi1 = __shfl_down_sync(TURBO_FULL_MASK, idx1, 16);
+    if constexpr (bits >= 4) {
+        // qs[16j + l] = idx[l] | idx[l + 16] << 4 (the low four bits)
+        const int a0  = idx0 & 15;
+        const int a1  = idx1 & 15;
+        const int hi0 = __shfl_down_sync(TURBO_FULL_MASK, a0, 16);
+        const int hi1 = __shfl_down_sync(TURBO_FULL_MASK, a1, 16);
         if (lane < 16) {
-            y->qs[lane]      = (uint8_t) (idx0 | hi0 << 4);
-            y->qs[16 + lane] = (uint8_t) (idx1 | hi1 << 4);
+            y->qs[lane]      = (uint8_t) (a0 | hi0 << 4);
+            y->qs[16 + lane] = (uint8_t) (a1 | hi1 << 4);
+        }
+        if constexpr (bits == 5) {
+            turbo_cuda_pack_high_bit(y->qh, idx0 >> 4, idx1 >> 4);
         }
     } else if constexpr (bits == 1) {
         // idx[i] = bit i of the little-endian word qs[4j .. 4j+3]
@@ -160,13 +177,7 @@ static __device__ void turbo_cuda_quantize_stage_warp(const float x0, const floa
             y->qs[8 + lane] = (uint8_t) q1;
         }
         if constexpr (bits == 3) {
-            // high bit of idx[i] = bit i of the little-endian word qh[4j .. 4j+3]
-            const uint32_t h0 = __ballot_sync(TURBO_FULL_MASK, idx0 >> 2);
-            const uint32_t h1 = __ballot_sync(TURBO_FULL_MASK, idx1 >> 2);
-            if (lane < 4) {
-                y->qh[lane]     = (uint8_t) (h0 >> 8*lane);
-                y->qh[4 + lane] = (uint8_t) (h1 >> 8*lane);
-            }
+            turbo_cuda_pack_high_bit(y->qh, idx0 >> 2, idx1 >> 2);
         }
     }
 }

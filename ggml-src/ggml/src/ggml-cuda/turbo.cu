@@ -11,7 +11,7 @@
 struct turbo_family {
     static constexpr int qk         = QK_TURBO;
     static constexpr int block_size = CUDA_TURBO_BLOCK_SIZE;
-    typedef turbo_rows_types<GGML_TYPE_TURBO2, GGML_TYPE_TURBO3, GGML_TYPE_TURBO4,
+    typedef turbo_rows_types<GGML_TYPE_TURBO2, GGML_TYPE_TURBO3, GGML_TYPE_TURBO4, GGML_TYPE_TURBO5,
                              GGML_TYPE_TURBO2_QJL, GGML_TYPE_TURBO3_QJL, GGML_TYPE_TURBO4_QJL> types;
 
     template <ggml_type type> using block = turbo_cuda_block<type>;

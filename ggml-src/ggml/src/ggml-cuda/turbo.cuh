@@ -1,4 +1,4 @@
-// tqllama: CUDA support for the turbo KV-cache types (turbo2, turbo3, turbo4) and the
+// tqllama: CUDA support for the turbo KV-cache types (turbo2, turbo3, turbo4, turbo5) and the
 // two-stage keys (turbo2_qjl, turbo3_qjl, turbo4_qjl).
 //
 // The block layouts, the scale field and the quantization rule are docs/FORMAT.md and
@@ -44,7 +44,7 @@ static constexpr __host__ __device__ bool ggml_cuda_type_is_turbo_qjl(const ggml
 // every turbo cache type, plain or two-stage
 static constexpr __host__ __device__ bool ggml_cuda_type_is_turbo(const ggml_type type) {
     return type == GGML_TYPE_TURBO2 || type == GGML_TYPE_TURBO3 || type == GGML_TYPE_TURBO4 ||
-        ggml_cuda_type_is_turbo_qjl(type);
+        type == GGML_TYPE_TURBO5 || ggml_cuda_type_is_turbo_qjl(type);
 }
 
 // A codebook of `bits` bits and the block that holds its indices (index: that of value i,
@@ -63,6 +63,7 @@ template <int bits> struct turbo_cuda_cb;
         static __device__ __forceinline__ const float  * thresh() { return kthresh_turbo##B; } \
         static __device__ __forceinline__ int index(const block * x, int i) { return turbo##B##_index(x, i); } \
     };
+TURBO_CUDA_CB(5)
 TURBO_CUDA_CB(4)
 TURBO_CUDA_CB(3)
 TURBO_CUDA_CB(2)
@@ -79,6 +80,7 @@ template <ggml_type type> struct turbo_cuda_traits;
         static constexpr int  bits = b;                         \
         static constexpr bool qjl  = two_stage;                 \
     };
+TURBO_CUDA_TRAITS(GGML_TYPE_TURBO5,     block_turbo5,     5, false)
 TURBO_CUDA_TRAITS(GGML_TYPE_TURBO4,     block_turbo4,     4, false)
 TURBO_CUDA_TRAITS(GGML_TYPE_TURBO3,     block_turbo3,     3, false)
 TURBO_CUDA_TRAITS(GGML_TYPE_TURBO2,     block_turbo2,     2, false)
@@ -121,9 +123,15 @@ static __device__ __forceinline__ uint32_t turbo_cuda_spread4(const uint32_t h) 
 template <int bits>
 static __device__ __forceinline__ uint32_t turbo_cuda_idx4(const turbo_cuda_stage_block<bits> * x, const int j, const int m) {
     uint32_t q;
-    if constexpr (bits == 4) {
+    if constexpr (bits >= 4) {
         ggml_cuda_memcpy_1<sizeof(q), 2>(&q, x->qs + 16*j + 4*(m & 3));
-        return (q >> (4*(m >> 2))) & 0x0F0F0F0F;
+        q = (q >> (4*(m >> 2))) & 0x0F0F0F0F;
+        if constexpr (bits == 5) {
+            uint32_t h;
+            ggml_cuda_memcpy_1<sizeof(h), 2>(&h, x->qh + 4*j);
+            q |= turbo_cuda_spread4(h >> 4*m) << 4;
+        }
+        return q;
     } else if constexpr (bits == 1) {
         ggml_cuda_memcpy_1<sizeof(q), 2>(&q, x->qs + 4*j);
         return turbo_cuda_spread4(q >> 4*m);
@@ -150,15 +158,29 @@ static __device__ __forceinline__ int turbo_cuda_lookup4(const uint32_t idx4) {
         return (int) (v0*0x01010101u ^ (v0 ^ v1)*idx4);
     } else {
         const uint32_t * table = (const uint32_t *) turbo_cuda_cb<bits>::values();
-        // __byte_perm takes one selector nibble per result byte: move byte b's index to nibble b
-        const uint32_t x   = idx4 | (idx4 >> 4);
+        // __byte_perm takes one selector nibble per result byte: move byte b's index (its low
+        // four bits) to nibble b
+        const uint32_t lo4 = bits == 5 ? idx4 & 0x0F0F0F0F : idx4;
+        const uint32_t x   = lo4 | (lo4 >> 4);
         const uint32_t sel = (x & 0xFF) | ((x >> 8) & 0xFF00);
-        if constexpr (bits == 4) {
-            // __byte_perm uses the low 3 bits of each nibble: look up in both halves of the
-            // table, then pick the half with the index's fourth bit
-            const uint32_t lo = __byte_perm(table[0], table[1], sel);
-            const uint32_t hi = __byte_perm(table[2], table[3], sel);
-            return (int) __byte_perm(lo, hi, 0x3210 | ((sel & 0x8888) >> 1));
+        if constexpr (bits >= 4) {
+            // __byte_perm uses the low 3 bits of each nibble: look up in both halves of a
+            // 16-entry table, then pick the half with the index's fourth bit; turbo5 does so
+            // in both halves of its 32 entries and picks one with the fifth bit
+            const uint32_t pick4 = 0x3210 | ((sel & 0x8888) >> 1);
+            const uint32_t lo = __byte_perm(__byte_perm(table[0], table[1], sel),
+                                            __byte_perm(table[2], table[3], sel), pick4);
+            if constexpr (bits == 4) {
+                return (int) lo;
+            } else {
+                static_assert(bits == 5, "bad codebook");
+                const uint32_t hi = __byte_perm(__byte_perm(table[4], table[5], sel),
+                                                __byte_perm(table[6], table[7], sel), pick4);
+                // bit 4 of byte b -> bit 2 of nibble b
+                const uint32_t h5 = (idx4 >> 4) & 0x01010101;
+                const uint32_t y5 = h5 | (h5 >> 4);
+                return (int) __byte_perm(lo, hi, 0x3210 | ((y5 & 0xFF) | ((y5 >> 8) & 0xFF00)) << 2);
+            }
         } else if constexpr (bits == 3) {
             return (int) __byte_perm(table[0], table[1], sel);
         } else {
@@ -190,6 +212,7 @@ static __device__ __forceinline__ void dequantize_turbo(const void * vx, const i
     case GGML_TYPE_TURBO2: return fn<QK_TURBO, QR_TURBO, dequantize_turbo<GGML_TYPE_TURBO2>>; \
     case GGML_TYPE_TURBO3: return fn<QK_TURBO, QR_TURBO, dequantize_turbo<GGML_TYPE_TURBO3>>; \
     case GGML_TYPE_TURBO4: return fn<QK_TURBO, QR_TURBO, dequantize_turbo<GGML_TYPE_TURBO4>>; \
+    case GGML_TYPE_TURBO5: return fn<QK_TURBO, QR_TURBO, dequantize_turbo<GGML_TYPE_TURBO5>>; \
     case GGML_TYPE_TURBO2_QJL: return qjl<GGML_TYPE_TURBO2_QJL, dst_t>;                      \
     case GGML_TYPE_TURBO3_QJL: return qjl<GGML_TYPE_TURBO3_QJL, dst_t>;                      \
     case GGML_TYPE_TURBO4_QJL: return qjl<GGML_TYPE_TURBO4_QJL, dst_t>;
@@ -380,14 +403,15 @@ static __device__ __forceinline__ void dequantize_V_turbo(const void * __restric
 }
 
 // The K/V pairs with a vec kernel instance (template-instances/fattn-vec-instance-*.cu,
-// GGML_CUDA_FA_QUANTS "turbo"): every pair of {turbo2, turbo3, turbo4, q8_0, f16} with a
-// turbo type in it, and each _qjl key with each of those as V (a _qjl V has none: it is a
-// key format, and flash attention converts it to f16). X(K, V) gets the enum suffixes.
-#define GGML_CUDA_TURBO_FA_PAIRS_K(X, K) X(K, TURBO2) X(K, TURBO3) X(K, TURBO4) X(K, Q8_0) X(K, F16)
+// GGML_CUDA_FA_QUANTS "turbo"): every pair of {turbo2, turbo3, turbo4, turbo5, q8_0, f16}
+// with a turbo type in it, and each _qjl key with each of those as V (a _qjl V has none: it
+// is a key format, and flash attention converts it to f16). X(K, V) gets the enum suffixes.
+#define GGML_CUDA_TURBO_FA_PAIRS_K(X, K) X(K, TURBO2) X(K, TURBO3) X(K, TURBO4) X(K, TURBO5) X(K, Q8_0) X(K, F16)
 #define GGML_CUDA_TURBO_FA_PAIRS(X)                                                         \
     GGML_CUDA_TURBO_FA_PAIRS_K(X, TURBO2) GGML_CUDA_TURBO_FA_PAIRS_K(X, TURBO3)             \
-    GGML_CUDA_TURBO_FA_PAIRS_K(X, TURBO4)                                                   \
-    X(Q8_0, TURBO2) X(Q8_0, TURBO3) X(Q8_0, TURBO4) X(F16, TURBO2) X(F16, TURBO3) X(F16, TURBO4) \
+    GGML_CUDA_TURBO_FA_PAIRS_K(X, TURBO4) GGML_CUDA_TURBO_FA_PAIRS_K(X, TURBO5)             \
+    X(Q8_0, TURBO2) X(Q8_0, TURBO3) X(Q8_0, TURBO4) X(Q8_0, TURBO5)                          \
+    X(F16, TURBO2) X(F16, TURBO3) X(F16, TURBO4) X(F16, TURBO5)                              \
     GGML_CUDA_TURBO_FA_PAIRS_K(X, TURBO2_QJL) GGML_CUDA_TURBO_FA_PAIRS_K(X, TURBO3_QJL)     \
     GGML_CUDA_TURBO_FA_PAIRS_K(X, TURBO4_QJL)
 

@@ -22,11 +22,11 @@ static inline bool ggml_metal_trellis_type(enum ggml_type type) {
 }
 
 // the turbo types with Metal kernels (SET_ROWS, GET_ROWS, CPY to and from F32, the f16
-// conversion and the flash-attention kernels): turbo2/3/4 and the trellis types; not (yet)
+// conversion and the flash-attention kernels): turbo2/3/4/5 and the trellis types; not (yet)
 // the two-stage _qjl keys, which ggml_is_turbo includes
 static inline bool ggml_metal_turbo_type(enum ggml_type type) {
     return type == GGML_TYPE_TURBO2 || type == GGML_TYPE_TURBO3 || type == GGML_TYPE_TURBO4 ||
-           ggml_metal_trellis_type(type);
+           type == GGML_TYPE_TURBO5 || ggml_metal_trellis_type(type);
 }
 
 // K or V types that kernels/fa_turbo.metal and kernels/fa_vec_turbo.metal pair with turbo,

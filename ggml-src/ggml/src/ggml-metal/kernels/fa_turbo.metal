@@ -23,6 +23,7 @@ typedef decltype(kernel_flash_attn_ext<FA_TYPES, half4x4, 1, dequantize_f16, hal
 #define FA_KV_TURBO2 turbo2, block_turbo2, 4, dequantize_turbo2
 #define FA_KV_TURBO3 turbo3, block_turbo3, 4, dequantize_turbo3
 #define FA_KV_TURBO4 turbo4, block_turbo4, 4, dequantize_turbo4
+#define FA_KV_TURBO5 turbo5, block_turbo5, 4, dequantize_turbo5
 
 #define FA_INST(name, kt, knl, kdq, vt, vnl, vdq, D) \
 template [[host_name("kernel_flash_attn_ext_" name "_dk" #D "_dv" #D)]] kernel flash_attn_ext_t \
@@ -55,5 +56,18 @@ FA_PAIR_ALL(FA_KV_TURBO4, FA_KV_F16)
 FA_PAIR_ALL(FA_KV_TURBO4, FA_KV_Q8_0)
 FA_PAIR_ALL(FA_KV_TURBO4, FA_KV_TURBO2)
 FA_PAIR_ALL(FA_KV_TURBO4, FA_KV_TURBO3)
+FA_PAIR_ALL(FA_KV_TURBO4, FA_KV_TURBO5)
+
+// turbo5 (patch 0045) with every partner
+FA_SAME_ALL(FA_KV_TURBO5)
+FA_PAIR_ALL(FA_KV_F16,    FA_KV_TURBO5)
+FA_PAIR_ALL(FA_KV_Q8_0,   FA_KV_TURBO5)
+FA_PAIR_ALL(FA_KV_TURBO2, FA_KV_TURBO5)
+FA_PAIR_ALL(FA_KV_TURBO3, FA_KV_TURBO5)
+FA_PAIR_ALL(FA_KV_TURBO5, FA_KV_F16)
+FA_PAIR_ALL(FA_KV_TURBO5, FA_KV_Q8_0)
+FA_PAIR_ALL(FA_KV_TURBO5, FA_KV_TURBO2)
+FA_PAIR_ALL(FA_KV_TURBO5, FA_KV_TURBO3)
+FA_PAIR_ALL(FA_KV_TURBO5, FA_KV_TURBO4)
 
 #undef FA_TYPES

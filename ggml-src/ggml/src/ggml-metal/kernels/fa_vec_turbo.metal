@@ -25,6 +25,7 @@ typedef decltype(kernel_flash_attn_ext_vec<FA_TYPES, half4, 1, dequantize_f16_t4
 #define FA_KV_TURBO2 turbo2, block_turbo2, 16, dequantize_turbo2_t4
 #define FA_KV_TURBO3 turbo3, block_turbo3, 16, dequantize_turbo3_t4
 #define FA_KV_TURBO4 turbo4, block_turbo4, 16, dequantize_turbo4_t4
+#define FA_KV_TURBO5 turbo5, block_turbo5, 16, dequantize_turbo5_t4
 
 // NE: head elements per thread, fa_vec_baseline_ne(D, D)
 #define FA_INST(name, kt, knl, kdq, vt, vnl, vdq, D, NE) \
@@ -58,5 +59,18 @@ FA_PAIR_ALL(FA_KV_TURBO4, FA_KV_F16)
 FA_PAIR_ALL(FA_KV_TURBO4, FA_KV_Q8_0)
 FA_PAIR_ALL(FA_KV_TURBO4, FA_KV_TURBO2)
 FA_PAIR_ALL(FA_KV_TURBO4, FA_KV_TURBO3)
+FA_PAIR_ALL(FA_KV_TURBO4, FA_KV_TURBO5)
+
+// turbo5 (patch 0045) with every partner
+FA_SAME_ALL(FA_KV_TURBO5)
+FA_PAIR_ALL(FA_KV_F16,    FA_KV_TURBO5)
+FA_PAIR_ALL(FA_KV_Q8_0,   FA_KV_TURBO5)
+FA_PAIR_ALL(FA_KV_TURBO2, FA_KV_TURBO5)
+FA_PAIR_ALL(FA_KV_TURBO3, FA_KV_TURBO5)
+FA_PAIR_ALL(FA_KV_TURBO5, FA_KV_F16)
+FA_PAIR_ALL(FA_KV_TURBO5, FA_KV_Q8_0)
+FA_PAIR_ALL(FA_KV_TURBO5, FA_KV_TURBO2)
+FA_PAIR_ALL(FA_KV_TURBO5, FA_KV_TURBO3)
+FA_PAIR_ALL(FA_KV_TURBO5, FA_KV_TURBO4)
 
 #undef FA_TYPES

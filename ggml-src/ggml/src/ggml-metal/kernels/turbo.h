@@ -1,4 +1,4 @@
-// tqllama: the turbo KV-cache types (turbo2, turbo3, turbo4) on Metal.
+// tqllama: the turbo KV-cache types (turbo2, turbo3, turbo4, turbo5) on Metal.
 //
 // The block layouts and the quantization rule are ggml-turbo-common.h's, the one declaration
 // that C, CUDA and Metal share; this file gives the kernels their quantize_func (one block per
@@ -16,6 +16,13 @@
 #include "ggml-turbo-common.h"
 
 // one block: the signature of the quantize_func of Metal's set_rows and cpy templates
+void quantize_turbo5(TURBO_DEVICE const float * src, TURBO_DEVICE block_turbo5 & dst) {
+    uint8_t idx[QK_TURBO];
+    dst.s = turbo_quantize_block(src, idx, TURBO_CODEBOOK(5));
+    turbo_pack4(idx, dst.qs);
+    turbo_pack_bit(idx, 4, dst.qh);
+}
+
 void quantize_turbo4(TURBO_DEVICE const float * src, TURBO_DEVICE block_turbo4 & dst) {
     uint8_t idx[QK_TURBO];
     dst.s = turbo_quantize_block(src, idx, TURBO_CODEBOOK(4));
@@ -55,5 +62,6 @@ void dequantize_turbo##B##_t4(device const block_turbo##B * xb, short il, thread
 TURBO_DEQUANTIZE(2)
 TURBO_DEQUANTIZE(3)
 TURBO_DEQUANTIZE(4)
+TURBO_DEQUANTIZE(5)
 #undef TURBO_DEQUANTIZE
 #endif
