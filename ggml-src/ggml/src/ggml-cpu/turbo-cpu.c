@@ -37,9 +37,13 @@ void ggml_turbo_indices_generic(const float * xs, float inv, const struct turbo_
 }
 
 static const turbo_search turbo_search_cpu = { ggml_turbo_best_code, ggml_turbo_indices };
-// the SIMD searches of arch/*/turbo-cpu.c hold codebooks of up to 16 entries: turbo5's 32
-// take the generic loops
+// turbo5's 32-entry codebook: the AVX2 search holds it, NEON's holds 16 entries, so there
+// turbo5 takes the generic loops
+#if defined(__AVX2__)
+#define turbo_search_wide turbo_search_cpu
+#else
 static const turbo_search turbo_search_wide = { ggml_turbo_best_code_generic, ggml_turbo_indices_generic };
+#endif
 
 #define TURBO_FROM_FLOAT(name, search)                                                            \
 void quantize_row_##name(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {      \
@@ -58,10 +62,13 @@ TURBO_FROM_FLOAT(turbo4_qjl, turbo_search_cpu)
 void ggml_turbo_candidates_init(ggml_turbo_candidates * c, int k_ref, const struct turbo_codebook * cb) {
     c->n_cand = cb->hi - cb->lo + 1;
     assert(c->n_cand <= 16);
+    assert(cb->n <= 32);
     for (int i = 0; i < 16; ++i) {
-        c->kc[i]     = turbo_clamp_k(k_ref + cb->lo + (i < c->n_cand ? i : c->n_cand - 1));
-        c->d[i]      = turbo_k_to_d(c->kc[i]);
-        c->inv[i]    = 1.0f/c->d[i];
+        c->kc[i]  = turbo_clamp_k(k_ref + cb->lo + (i < c->n_cand ? i : c->n_cand - 1));
+        c->d[i]   = turbo_k_to_d(c->kc[i]);
+        c->inv[i] = 1.0f/c->d[i];
+    }
+    for (int i = 0; i < 32; ++i) {
         c->values[i] = i < cb->n ? (float) cb->values[i] : 0.0f;
     }
 }

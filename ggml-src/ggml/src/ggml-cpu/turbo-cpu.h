@@ -70,14 +70,14 @@ void ggml_turbo_indices_generic(const float * xs, float inv, const struct turbo_
 // What a SIMD search of arch/*/turbo-cpu.c starts from: the scale candidates of a sub-block
 // whose reference code is k_ref (FORMAT.md step 3: codes kc, scales d, 1/d; up to 16, padding
 // slots repeat the last one, which can never win since the first of equal errors wins), and
-// the codebook as 16 floats, zero-padded. ggml_turbo_first_best: the code of the first
+// the codebook as 32 floats, zero-padded. ggml_turbo_first_best: the code of the first
 // candidate with the smallest of the errors err[0 .. n_cand), as the reference picks it.
 typedef struct {
     int   n_cand;
     int   kc[16];
     float d[16];
     float inv[16];
-    float values[16];
+    float values[32];
 } ggml_turbo_candidates;
 
 void ggml_turbo_candidates_init(ggml_turbo_candidates * c, int k_ref, const struct turbo_codebook * cb);

@@ -48,34 +48,41 @@ static inline __m256i turbo_count_gt(__m256 y, const __m256 * thresh, int n_thre
     return idx;
 }
 
-// (float) values[idx] for idx in 0..15: two 8-entry tables, picked by bit 3
-static inline __m256 turbo_lookup(__m256i idx, __m256 lo, __m256 hi) {
-    const __m256 upper = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7)));
-    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx), upper);
+// (float) values[idx] from the codebook's four 8-entry tables v: picked by bit 3 (moved to
+// the sign, which blendv reads) and, for turbo5's 32 entries (wide), by bit 4
+static inline __m256 turbo_lookup(__m256i idx, const __m256 * v, const bool wide) {
+    const __m256 b3 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
+    const __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(v[0], idx), _mm256_permutevar8x32_ps(v[1], idx), b3);
+    if (!wide) {
+        return lo;
+    }
+    const __m256 hi = _mm256_blendv_ps(_mm256_permutevar8x32_ps(v[2], idx), _mm256_permutevar8x32_ps(v[3], idx), b3);
+    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 27)));
 }
 
 // the candidates 8 per vector
-int ggml_turbo_best_code(const float * xs, int k_ref, const turbo_codebook * cb) {
+static inline int turbo_best_code_avx2(const float * xs, int k_ref, const turbo_codebook * cb, const bool wide) {
     ggml_turbo_candidates c;
     ggml_turbo_candidates_init(&c, k_ref, cb);
-    __m256 thresh[15];
+    __m256 thresh[31];
     turbo_thresh_avx2(cb, thresh);
 
-    const int    nv = c.n_cand > 8 ? 2 : 1;
-    const __m256 lo = _mm256_loadu_ps(c.values), hi = _mm256_loadu_ps(c.values + 8);
-    const __m256 d0 = _mm256_loadu_ps(c.d),      d1 = _mm256_loadu_ps(c.d + 8);
-    const __m256 i0 = _mm256_loadu_ps(c.inv),    i1 = _mm256_loadu_ps(c.inv + 8);
+    const int    nv   = c.n_cand > 8 ? 2 : 1;
+    const __m256 v[4] = { _mm256_loadu_ps(c.values),      _mm256_loadu_ps(c.values + 8),
+                          _mm256_loadu_ps(c.values + 16), _mm256_loadu_ps(c.values + 24) };
+    const __m256 d0 = _mm256_loadu_ps(c.d),   d1 = _mm256_loadu_ps(c.d + 8);
+    const __m256 i0 = _mm256_loadu_ps(c.inv), i1 = _mm256_loadu_ps(c.inv + 8);
     __m256 e0 = _mm256_setzero_ps();
     __m256 e1 = _mm256_setzero_ps();
     for (int i = 0; i < QK_TURBO_SUB; ++i) {
         const __m256 x = _mm256_set1_ps(xs[i]);
         {
-            const __m256 q = turbo_lookup(turbo_count_gt(_mm256_mul_ps(x, i0), thresh, cb->n - 1), lo, hi);
+            const __m256 q = turbo_lookup(turbo_count_gt(_mm256_mul_ps(x, i0), thresh, cb->n - 1), v, wide);
             const __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(d0, q));
             e0 = _mm256_add_ps(e0, _mm256_mul_ps(r, r));
         }
         if (nv == 2) {
-            const __m256 q = turbo_lookup(turbo_count_gt(_mm256_mul_ps(x, i1), thresh, cb->n - 1), lo, hi);
+            const __m256 q = turbo_lookup(turbo_count_gt(_mm256_mul_ps(x, i1), thresh, cb->n - 1), v, wide);
             const __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(d1, q));
             e1 = _mm256_add_ps(e1, _mm256_mul_ps(r, r));
         }
@@ -87,8 +94,12 @@ int ggml_turbo_best_code(const float * xs, int k_ref, const turbo_codebook * cb)
     return ggml_turbo_first_best(&c, err);
 }
 
+int ggml_turbo_best_code(const float * xs, int k_ref, const turbo_codebook * cb) {
+    return cb->n > 16 ? turbo_best_code_avx2(xs, k_ref, cb, true) : turbo_best_code_avx2(xs, k_ref, cb, false);
+}
+
 void ggml_turbo_indices(const float * xs, float inv, const turbo_codebook * cb, uint8_t * idx) {
-    __m256 thresh[15];
+    __m256 thresh[31];
     turbo_thresh_avx2(cb, thresh);
 
     const __m256 vinv = _mm256_set1_ps(inv);
