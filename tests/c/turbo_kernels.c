@@ -73,7 +73,7 @@ static int check_qjl_dot(enum ggml_type type, int n, const float * q, const char
 
 int main(void) {
     ggml_cpu_init(); // fills the fp16 -> fp32 table that the x86 kernels read
-    const enum ggml_type types[] = { GGML_TYPE_TURBO2, GGML_TYPE_TURBO3, GGML_TYPE_TURBO4,
+    const enum ggml_type types[] = { GGML_TYPE_TURBO2, GGML_TYPE_TURBO3, GGML_TYPE_TURBO4, GGML_TYPE_TURBO5,
                                      GGML_TYPE_TURBO2_QJL, GGML_TYPE_TURBO3_QJL, GGML_TYPE_TURBO4_QJL,
                                      GGML_TYPE_TURBO2T, GGML_TYPE_TURBO3T };
     int passed = 0, failed = 0;
@@ -106,6 +106,7 @@ int main(void) {
                 case GGML_TYPE_TURBO2:     quantize_row_turbo2(x, xc, n); break;
                 case GGML_TYPE_TURBO3:     quantize_row_turbo3(x, xc, n); break;
                 case GGML_TYPE_TURBO4:     quantize_row_turbo4(x, xc, n); break;
+                case GGML_TYPE_TURBO5:     quantize_row_turbo5(x, xc, n); break;
                 case GGML_TYPE_TURBO2_QJL: quantize_row_turbo2_qjl(x, xc, n); break;
                 case GGML_TYPE_TURBO3_QJL: quantize_row_turbo3_qjl(x, xc, n); break;
                 case GGML_TYPE_TURBO2T:    quantize_row_turbo2t(x, xc, n); break;
@@ -139,6 +140,7 @@ int main(void) {
             switch (type) {
                 case GGML_TYPE_TURBO2: ggml_vec_dot_turbo2_q8_0(n, &s, 0, xq, 0, qq, 0, 1); break;
                 case GGML_TYPE_TURBO3: ggml_vec_dot_turbo3_q8_0(n, &s, 0, xq, 0, qq, 0, 1); break;
+                case GGML_TYPE_TURBO5: ggml_vec_dot_turbo5_q8_0(n, &s, 0, xq, 0, qq, 0, 1); break;
                 case GGML_TYPE_TURBO2T: ggml_vec_dot_turbo2t_q8_0(n, &s, 0, xq, 0, qq, 0, 1); break;
                 case GGML_TYPE_TURBO3T: ggml_vec_dot_turbo3t_q8_0(n, &s, 0, xq, 0, qq, 0, 1); break;
                 default:               ggml_vec_dot_turbo4_q8_0(n, &s, 0, xq, 0, qq, 0, 1); break;
