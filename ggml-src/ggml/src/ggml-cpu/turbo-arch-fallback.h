@@ -13,20 +13,16 @@
 #define ggml_vec_dot_turbo2_q8_0_generic ggml_vec_dot_turbo2_q8_0
 #define ggml_vec_dot_turbo3_q8_0_generic ggml_vec_dot_turbo3_q8_0
 #define ggml_vec_dot_turbo4_q8_0_generic ggml_vec_dot_turbo4_q8_0
+#define ggml_vec_dot_turbo5_q8_0_generic ggml_vec_dot_turbo5_q8_0
 #define ggml_vec_dot_turbo2_qjl_q_generic ggml_vec_dot_turbo2_qjl_q
 #define ggml_vec_dot_turbo3_qjl_q_generic ggml_vec_dot_turbo3_qjl_q
 #define ggml_vec_dot_turbo4_qjl_q_generic ggml_vec_dot_turbo4_qjl_q
 #define ggml_vec_mad_turbo2_generic ggml_vec_mad_turbo2
 #define ggml_vec_mad_turbo3_generic ggml_vec_mad_turbo3
 #define ggml_vec_mad_turbo4_generic ggml_vec_mad_turbo4
-#endif
-
-// turbo5's kernels: arch/x86/turbo-cpu.c with AVX2; the generic ones everywhere else,
-// NEON included
-#if !defined(__AVX2__)
-#define ggml_vec_dot_turbo5_q8_0_generic ggml_vec_dot_turbo5_q8_0
 #define ggml_vec_mad_turbo5_generic ggml_vec_mad_turbo5
 #endif
+
 
 // the trellis kernels (trellis-cpu.c): arch/x86/trellis-cpu.c with AVX2 and
 // arch/arm/trellis-cpu.c with NEON on AArch64, as for the turbo kernels

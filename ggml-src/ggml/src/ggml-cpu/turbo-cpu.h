@@ -41,7 +41,7 @@ void quantize_row_turbo_qjl_q(const float * GGML_RESTRICT x, void * GGML_RESTRIC
 GGML_TURBO_VEC_DOT_DECL(ggml_vec_dot_turbo2_q8_0);
 GGML_TURBO_VEC_DOT_DECL(ggml_vec_dot_turbo3_q8_0);
 GGML_TURBO_VEC_DOT_DECL(ggml_vec_dot_turbo4_q8_0);
-GGML_TURBO_VEC_DOT_DECL(ggml_vec_dot_turbo5_q8_0); // AVX2 only: the generic one elsewhere
+GGML_TURBO_VEC_DOT_DECL(ggml_vec_dot_turbo5_q8_0);
 
 // K . Q for two-stage keys: stage 1 against the q8_0 query, the signs against S q
 GGML_TURBO_VEC_DOT_DECL(ggml_vec_dot_turbo2_qjl_q);

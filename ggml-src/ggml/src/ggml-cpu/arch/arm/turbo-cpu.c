@@ -102,10 +102,13 @@ void ggml_turbo_indices(const float * xs, float inv, const turbo_codebook * cb, 
 // sub-block j of a block -> its 32 codebook values, in element order; K dot products, V
 // accumulation
 
+// a codebook as a byte table: entries 0..15 in val[0], 16..31 in val[1] (turbo5 only), zero-padded
+typedef int8x16x2_t turbo_lut;
+
 // a sub-block's 32 codebook values as two registers of 16, in element order
-static inline int8x16x2_t turbo4_values(const block_turbo4 * x, int j, int8x16_t table) {
+static inline int8x16x2_t turbo4_values(const block_turbo4 * x, int j, turbo_lut table) {
     const uint8x16_t b = vld1q_u8(x->qs + 16*j);
-    const int8x16x2_t v = { { vqtbl1q_s8(table, vandq_u8(b, vdupq_n_u8(0x0f))), vqtbl1q_s8(table, vshrq_n_u8(b, 4)) } };
+    const int8x16x2_t v = { { vqtbl1q_s8(table.val[0], vandq_u8(b, vdupq_n_u8(0x0f))), vqtbl1q_s8(table.val[0], vshrq_n_u8(b, 4)) } };
     return v;
 }
 
@@ -120,14 +123,14 @@ static inline uint8x16x2_t turbo_idx2(const uint8_t * qs) {
     return idx;
 }
 
-static inline int8x16x2_t turbo2_values(const block_turbo2 * x, int j, int8x16_t table) {
+static inline int8x16x2_t turbo2_values(const block_turbo2 * x, int j, turbo_lut table) {
     const uint8x16x2_t idx = turbo_idx2(x->qs + 8*j);
-    const int8x16x2_t v = { { vqtbl1q_s8(table, idx.val[0]), vqtbl1q_s8(table, idx.val[1]) } };
+    const int8x16x2_t v = { { vqtbl1q_s8(table.val[0], idx.val[0]), vqtbl1q_s8(table.val[0], idx.val[1]) } };
     return v;
 }
 
 // bits 16h .. 16h+15 of a 32-bit word -> 16 bytes, one where the bit is set, else 0 (one: 4
-// for the high bit of a 3-bit index, 1 for a 1-bit index)
+// for the high bit of a 3-bit index, 16 for that of a 5-bit one, 1 for a 1-bit index)
 static inline uint8x16_t turbo_idx_bit(const uint8_t * qh, int h, uint8_t one) {
     // lane i tests bit i%8 of byte 2h + i/8
     const uint8x16_t bit = { 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128 };
@@ -135,18 +138,27 @@ static inline uint8x16_t turbo_idx_bit(const uint8_t * qh, int h, uint8_t one) {
     return vandq_u8(vtstq_u8(bytes, bit), vdupq_n_u8(one));
 }
 
-static inline int8x16x2_t turbo3_values(const block_turbo3 * x, int j, int8x16_t table) {
+static inline int8x16x2_t turbo3_values(const block_turbo3 * x, int j, turbo_lut table) {
     uint8x16x2_t idx = turbo_idx2(x->qs + 8*j);
     for (int h = 0; h < 2; ++h) {
         idx.val[h] = vorrq_u8(idx.val[h], turbo_idx_bit(x->qh + 4*j, h, 4));
     }
-    const int8x16x2_t v = { { vqtbl1q_s8(table, idx.val[0]), vqtbl1q_s8(table, idx.val[1]) } };
+    const int8x16x2_t v = { { vqtbl1q_s8(table.val[0], idx.val[0]), vqtbl1q_s8(table.val[0], idx.val[1]) } };
     return v;
 }
 
-static inline int8x16x2_t turbo1_values(const block_turbo1 * x, int j, int8x16_t table) {
-    const int8x16x2_t v = { { vqtbl1q_s8(table, turbo_idx_bit(x->qs + 4*j, 0, 1)),
-                              vqtbl1q_s8(table, turbo_idx_bit(x->qs + 4*j, 1, 1)) } };
+// turbo4's low four bits, turbo3's high bit as bit 4, looked up in all 32 entries at once
+static inline int8x16x2_t turbo5_values(const block_turbo5 * x, int j, turbo_lut table) {
+    const uint8x16_t b  = vld1q_u8(x->qs + 16*j);
+    const uint8x16_t i0 = vorrq_u8(vandq_u8(b, vdupq_n_u8(0x0f)), turbo_idx_bit(x->qh + 4*j, 0, 16));
+    const uint8x16_t i1 = vorrq_u8(vshrq_n_u8(b, 4),              turbo_idx_bit(x->qh + 4*j, 1, 16));
+    const int8x16x2_t v = { { vqtbl2q_s8(table, i0), vqtbl2q_s8(table, i1) } };
+    return v;
+}
+
+static inline int8x16x2_t turbo1_values(const block_turbo1 * x, int j, turbo_lut table) {
+    const int8x16x2_t v = { { vqtbl1q_s8(table.val[0], turbo_idx_bit(x->qs + 4*j, 0, 1)),
+                              vqtbl1q_s8(table.val[0], turbo_idx_bit(x->qs + 4*j, 1, 1)) } };
     return v;
 }
 
@@ -166,10 +178,11 @@ static inline float32x4_t turbo_signed_sum(const uint8_t * qr, const uint16_t * 
     return sum;
 }
 
-static inline int8x16_t turbo_table(const int8_t * values, int n) {
-    int8_t t[16] = {0};
+static inline turbo_lut turbo_table(const int8_t * values, int n) {
+    int8_t t[32] = {0};
     memcpy(t, values, n);
-    return vld1q_s8(t);
+    const turbo_lut lut = { { vld1q_s8(t), vld1q_s8(t + 16) } };
+    return lut;
 }
 
 static inline int32x4_t turbo_dot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
@@ -193,10 +206,10 @@ static inline void turbo_mad16(float * GGML_RESTRICT y, int8x16_t values, float3
     }
 }
 
-#define TURBO_VEC_DOT(name, nvalues, stage, nstage)                                               \
+#define TURBO_VEC_DOT_Q8_0(name, nvalues)                                                         \
 GGML_TURBO_VEC_DOT_FN(ggml_vec_dot_##name##_q8_0) {                                               \
     GGML_TURBO_VEC_DOT_BEGIN(block_##name, block_q8_0);                                           \
-    const int8x16_t table = turbo_table(kvalues_##name, nvalues);                                 \
+    const turbo_lut table = turbo_table(kvalues_##name, nvalues);                                 \
     float32x4_t acc = vdupq_n_f32(0.0f);                                                          \
     for (int ib = 0; ib < n/QK_TURBO; ++ib) {                                                     \
         for (int j = 0; j < 2; ++j) {                                                             \
@@ -207,11 +220,12 @@ GGML_TURBO_VEC_DOT_FN(ggml_vec_dot_##name##_q8_0) {                             
         }                                                                                         \
     }                                                                                             \
     *s = vaddvq_f32(acc);                                                                         \
-}                                                                                                 \
-                                                                                                  \
+}
+
+#define TURBO_VEC_DOT_QJL(name, stage, nstage)                                                    \
 GGML_TURBO_VEC_DOT_FN(ggml_vec_dot_##name##_qjl_q) {                                              \
     GGML_TURBO_VEC_DOT_BEGIN(block_##name##_qjl, block_turbo_qjl_q);                              \
-    const int8x16_t table = turbo_table(kvalues_##stage, nstage);                                 \
+    const turbo_lut table = turbo_table(kvalues_##stage, nstage);                                 \
     float32x4_t acc = vdupq_n_f32(0.0f);                                                          \
     for (int ib = 0; ib < n/QK_TURBO; ++ib) {                                                     \
         const block_##stage * m = &x[ib].mse;                                                     \
@@ -224,11 +238,12 @@ GGML_TURBO_VEC_DOT_FN(ggml_vec_dot_##name##_qjl_q) {                            
         acc = vmlaq_n_f32(acc, turbo_signed_sum(x[ib].qr, y[ib].p), GGML_CPU_FP16_TO_FP32(x[ib].rn)*TURBO_QJL_SCALE_SQ); \
     }                                                                                             \
     *s = vaddvq_f32(acc);                                                                         \
-}                                                                                                 \
-                                                                                                  \
+}
+
+#define TURBO_VEC_MAD(name, nvalues)                                                              \
 GGML_TURBO_VEC_MAD_FN(ggml_vec_mad_##name) {                                                      \
     const block_##name * GGML_RESTRICT x = (const block_##name *) vx;                             \
-    const int8x16_t table = turbo_table(kvalues_##name, nvalues);                                 \
+    const turbo_lut table = turbo_table(kvalues_##name, nvalues);                                 \
     for (int ib = 0; ib < n/QK_TURBO; ++ib, y += QK_TURBO) {                                      \
         for (int j = 0; j < 2; ++j) {                                                             \
             const float d = turbo_scale(x[ib].s, j);                                              \
@@ -242,6 +257,12 @@ GGML_TURBO_VEC_MAD_FN(ggml_vec_mad_##name) {                                    
     }                                                                                             \
 }
 
+// each plain type with its _qjl variant (turbo-cpu.h), and turbo5, which has none
+#define TURBO_VEC_DOT(name, nvalues, stage, nstage) \
+    TURBO_VEC_DOT_Q8_0(name, nvalues) TURBO_VEC_DOT_QJL(name, stage, nstage) TURBO_VEC_MAD(name, nvalues)
+
 GGML_TURBO_VEC_DOT_TYPES(TURBO_VEC_DOT)
+TURBO_VEC_DOT_Q8_0(turbo5, 32)
+TURBO_VEC_MAD(turbo5, 32)
 
 #endif // defined(__ARM_NEON) && defined(__aarch64__)
