@@ -118,6 +118,14 @@ static __device__ __forceinline__ uint32_t turbo_cuda_spread4(const uint32_t h) 
     return (h & 1) | (h & 2) << 7 | (h & 4) << 14 | (h & 8) << 21;
 }
 
+// the high index bits (turbo3's third, turbo5's fifth) of values 4m .. 4m+3 of sub-block j,
+// at bit `pos` of one byte each
+static __device__ __forceinline__ uint32_t turbo_cuda_high4(const uint8_t * qh, const int j, const int m, const int pos) {
+    uint32_t h;
+    ggml_cuda_memcpy_1<sizeof(h), 2>(&h, qh + 4*j);
+    return turbo_cuda_spread4(h >> 4*m) << pos;
+}
+
 // indices of values 4m .. 4m+3 (m = 0..7) of sub-block j, one per byte of the result.
 // Blocks are 2-byte aligned (all sizes are even), hence the 2-byte copies.
 template <int bits>
@@ -127,9 +135,7 @@ static __device__ __forceinline__ uint32_t turbo_cuda_idx4(const turbo_cuda_stag
         ggml_cuda_memcpy_1<sizeof(q), 2>(&q, x->qs + 16*j + 4*(m & 3));
         q = (q >> (4*(m >> 2))) & 0x0F0F0F0F;
         if constexpr (bits == 5) {
-            uint32_t h;
-            ggml_cuda_memcpy_1<sizeof(h), 2>(&h, x->qh + 4*j);
-            q |= turbo_cuda_spread4(h >> 4*m) << 4;
+            q |= turbo_cuda_high4(x->qh, j, m, 4);
         }
         return q;
     } else if constexpr (bits == 1) {
@@ -139,9 +145,7 @@ static __device__ __forceinline__ uint32_t turbo_cuda_idx4(const turbo_cuda_stag
         ggml_cuda_memcpy_1<sizeof(q), 2>(&q, x->qs + 8*j + 4*(m & 1));
         q = (q >> (2*(m >> 1))) & 0x03030303;
         if constexpr (bits == 3) {
-            uint32_t h;
-            ggml_cuda_memcpy_1<sizeof(h), 2>(&h, x->qh + 4*j);
-            q |= turbo_cuda_spread4(h >> 4*m) << 2;
+            q |= turbo_cuda_high4(x->qh, j, m, 2);
         }
         return q;
     }
