@@ -37,13 +37,6 @@ void ggml_turbo_indices_generic(const float * xs, float inv, const struct turbo_
 }
 
 static const turbo_search turbo_search_cpu = { ggml_turbo_best_code, ggml_turbo_indices };
-// turbo5's 32-entry codebook: the AVX2 search holds it, NEON's holds 16 entries, so there
-// turbo5 takes the generic loops
-#if defined(__AVX2__)
-#define turbo_search_wide turbo_search_cpu
-#else
-static const turbo_search turbo_search_wide = { ggml_turbo_best_code_generic, ggml_turbo_indices_generic };
-#endif
 
 #define TURBO_FROM_FLOAT(name, search)                                                            \
 void quantize_row_##name(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {      \
@@ -53,7 +46,7 @@ void quantize_row_##name(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, 
 TURBO_FROM_FLOAT(turbo2, turbo_search_cpu)
 TURBO_FROM_FLOAT(turbo3, turbo_search_cpu)
 TURBO_FROM_FLOAT(turbo4, turbo_search_cpu)
-TURBO_FROM_FLOAT(turbo5, turbo_search_wide)
+TURBO_FROM_FLOAT(turbo5, turbo_search_cpu)
 TURBO_FROM_FLOAT(turbo2_qjl, turbo_search_cpu)
 TURBO_FROM_FLOAT(turbo3_qjl, turbo_search_cpu)
 TURBO_FROM_FLOAT(turbo4_qjl, turbo_search_cpu)

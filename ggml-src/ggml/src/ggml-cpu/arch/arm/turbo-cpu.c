@@ -40,10 +40,16 @@ static inline uint32x4_t turbo_count_gt(float32x4_t y, const float32x4_t * thres
     return idx;
 }
 
-// (float) values[idx] for idx in 0..15: a byte table lookup of the 4 bytes of each float
-static inline float32x4_t turbo_lookup(uint32x4_t idx, uint8x16x4_t values) {
-    const uint32x4_t bytes = vaddq_u32(vmulq_n_u32(idx, 0x04040404u), vdupq_n_u32(0x03020100u));
-    return vreinterpretq_f32_u8(vqtbl4q_u8(values, vreinterpretq_u8_u32(bytes)));
+// (float) values[idx]: a byte table lookup of the 4 bytes of each float, entries 0..15 in
+// values[0]; for turbo5's 32 entries (wide) 16..31 in values[1], looked up 64 bytes lower
+// (tbl gives 0 for a byte index past its table, so exactly one of the two lookups hits)
+static inline float32x4_t turbo_lookup(uint32x4_t idx, const uint8x16x4_t * values, const bool wide) {
+    const uint8x16_t bytes = vreinterpretq_u8_u32(vaddq_u32(vmulq_n_u32(idx, 0x04040404u), vdupq_n_u32(0x03020100u)));
+    uint8x16_t r = vqtbl4q_u8(values[0], bytes);
+    if (wide) {
+        r = vorrq_u8(r, vqtbl4q_u8(values[1], vsubq_u8(bytes, vdupq_n_u8(64))));
+    }
+    return vreinterpretq_f32_u8(r);
 }
 
 // the thresholds of a codebook, each in a vector
@@ -54,14 +60,14 @@ static void turbo_thresh_neon(const turbo_codebook * cb, float32x4_t * thresh) {
 }
 
 // the candidates 4 per vector
-int ggml_turbo_best_code(const float * xs, int k_ref, const turbo_codebook * cb) {
+static inline int turbo_best_code_neon(const float * xs, int k_ref, const turbo_codebook * cb, const bool wide) {
     ggml_turbo_candidates c;
     ggml_turbo_candidates_init(&c, k_ref, cb);
-    float32x4_t thresh[15];
+    float32x4_t thresh[31];
     turbo_thresh_neon(cb, thresh);
 
-    const int          nv     = (c.n_cand + 3)/4;
-    const uint8x16x4_t values = vld1q_u8_x4((const uint8_t *) c.values);
+    const int          nv        = (c.n_cand + 3)/4;
+    const uint8x16x4_t values[2] = { vld1q_u8_x4((const uint8_t *) c.values), vld1q_u8_x4((const uint8_t *) (c.values + 16)) };
     float32x4_t vd[4], vinv[4], e[4];
     for (int v = 0; v < 4; ++v) {
         vd[v]   = vld1q_f32(c.d + 4*v);
@@ -71,7 +77,7 @@ int ggml_turbo_best_code(const float * xs, int k_ref, const turbo_codebook * cb)
     for (int i = 0; i < QK_TURBO_SUB; ++i) {
         const float32x4_t x = vdupq_n_f32(xs[i]);
         for (int v = 0; v < nv; ++v) {
-            const float32x4_t q = turbo_lookup(turbo_count_gt(vmulq_f32(x, vinv[v]), thresh, cb->n - 1), values);
+            const float32x4_t q = turbo_lookup(turbo_count_gt(vmulq_f32(x, vinv[v]), thresh, cb->n - 1), values, wide);
             const float32x4_t r = vsubq_f32(x, vmulq_f32(vd[v], q));
             e[v] = vaddq_f32(e[v], vmulq_f32(r, r));
         }
@@ -84,8 +90,12 @@ int ggml_turbo_best_code(const float * xs, int k_ref, const turbo_codebook * cb)
     return ggml_turbo_first_best(&c, err);
 }
 
+int ggml_turbo_best_code(const float * xs, int k_ref, const turbo_codebook * cb) {
+    return cb->n > 16 ? turbo_best_code_neon(xs, k_ref, cb, true) : turbo_best_code_neon(xs, k_ref, cb, false);
+}
+
 void ggml_turbo_indices(const float * xs, float inv, const turbo_codebook * cb, uint8_t * idx) {
-    float32x4_t thresh[15];
+    float32x4_t thresh[31];
     turbo_thresh_neon(cb, thresh);
 
     const float32x4_t vinv = vdupq_n_f32(inv);
