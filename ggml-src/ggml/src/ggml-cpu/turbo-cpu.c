@@ -38,18 +38,18 @@ void ggml_turbo_indices_generic(const float * xs, float inv, const struct turbo_
 
 static const turbo_search turbo_search_cpu = { ggml_turbo_best_code, ggml_turbo_indices };
 
-#define TURBO_FROM_FLOAT(name, search)                                                            \
+#define TURBO_FROM_FLOAT(name)                                                                    \
 void quantize_row_##name(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {      \
-    quantize_row_##name##_with(x, y, k, &search);                                                 \
+    quantize_row_##name##_with(x, y, k, &turbo_search_cpu);                                       \
 }
 
-TURBO_FROM_FLOAT(turbo2, turbo_search_cpu)
-TURBO_FROM_FLOAT(turbo3, turbo_search_cpu)
-TURBO_FROM_FLOAT(turbo4, turbo_search_cpu)
-TURBO_FROM_FLOAT(turbo5, turbo_search_cpu)
-TURBO_FROM_FLOAT(turbo2_qjl, turbo_search_cpu)
-TURBO_FROM_FLOAT(turbo3_qjl, turbo_search_cpu)
-TURBO_FROM_FLOAT(turbo4_qjl, turbo_search_cpu)
+TURBO_FROM_FLOAT(turbo2)
+TURBO_FROM_FLOAT(turbo3)
+TURBO_FROM_FLOAT(turbo4)
+TURBO_FROM_FLOAT(turbo5)
+TURBO_FROM_FLOAT(turbo2_qjl)
+TURBO_FROM_FLOAT(turbo3_qjl)
+TURBO_FROM_FLOAT(turbo4_qjl)
 
 // for the SIMD searches of arch/*/turbo-cpu.c (turbo-cpu.h)
 void ggml_turbo_candidates_init(ggml_turbo_candidates * c, int k_ref, const struct turbo_codebook * cb) {
